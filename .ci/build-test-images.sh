@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Build the two local test images (nothing can be pulled from a registry here):
+#   hxpc-test/busybox:1         busybox-static rootfs; default CMD serves /www
+#                               on :8080 with busybox httpd (GET /health -> "ok")
+#   hxpc-test/systemd:bookworm  debootstrap'd Debian with systemd as PID 1,
+#                               run it with (see DESIGN.md):
+#     docker run -d --cap-add SYS_ADMIN --tmpfs /run --tmpfs /run/lock \
+#       -v /sys/fs/cgroup:/sys/fs/cgroup:ro hxpc-test/systemd:bookworm
+# Each image is only built if missing; the debootstrap tarball is cached in
+# /var/cache/hxpc-test so rebuilding the image after `docker rmi` takes seconds.
+set -euo pipefail
+
+CACHE=/var/cache/hxpc-test
+mkdir -p "$CACHE"
+# --numeric-owner: image ownership must come from the rootfs uids, not from
+# whatever names this host's /etc/passwd maps them to.
+TAR=(tar --numeric-owner -c -C)
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# The apt mirror this machine already uses (the only Debian mirror reachable),
+# overridable with HXPC_DEBIAN_MIRROR.
+debian_mirror() {
+  if [[ -n "${HXPC_DEBIAN_MIRROR:-}" ]]; then echo "$HXPC_DEBIAN_MIRROR"; return; fi
+  local m
+  m=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null |
+      grep -v '^[[:space:]]*#' | grep -oE '(https?|file)://[^ ]*/debian/?( |$)' | head -n1 | tr -d ' ' || true)
+  echo "${m:-http://deb.debian.org/debian}"
+}
+
+build_busybox() {
+  local img=hxpc-test/busybox:1 t=$SECONDS root
+  if have "$img"; then echo "images: $img present"; return; fi
+  root=$(mktemp -d)
+  mkdir -p "$root"/{bin,www,tmp,etc}
+  # /bin/busybox comes from busybox-static, so the image needs no libc.
+  cp /bin/busybox "$root/bin/busybox"
+  chroot "$root" /bin/busybox --install -s /bin
+  echo ok > "$root/www/health"
+  printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' > "$root/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$root/etc/group"
+  chmod 1777 "$root/tmp"
+  "${TAR[@]}" "$root" . | docker import \
+    -c 'EXPOSE 8080' -c 'CMD ["/bin/httpd", "-f", "-p", "8080", "-h", "/www"]' - "$img" >/dev/null
+  rm -rf "$root"
+  echo "images: built $img in $((SECONDS - t))s"
+}
+
+build_systemd() {
+  local img=hxpc-test/systemd:bookworm t=$SECONDS tarball=$CACHE/systemd-bookworm.tar root id
+  if have "$img"; then echo "images: $img present"; return; fi
+  if [[ ! -s "$tarball" ]]; then
+    # /var/tmp, not /tmp: the rootfs is ~260 MB and must allow device nodes.
+    root=$(mktemp -d /var/tmp/hxpc-rootfs.XXXXXX)
+    # openssh-server lets tests exercise the ssh transport against the same
+    # container; busybox gives a tiny httpd/wget for health-check units.
+    debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,busybox,openssh-server \
+      bookworm "$root" "$(debian_mirror)" >"$CACHE/debootstrap.log" 2>&1 ||
+      { tail -n 30 "$CACHE/debootstrap.log" >&2; exit 1; }
+    # Empty machine-id: each container's systemd then generates its own.
+    : > "$root/etc/machine-id"
+    "${TAR[@]}" "$root" . > "$tarball.partial"
+    mv "$tarball.partial" "$tarball"
+    rm -rf "$root"
+    echo "images: debootstrap + tarball in $((SECONDS - t))s"
+  fi
+  id=$(docker import -c 'CMD ["/sbin/init"]' "$tarball")
+  # docker import cannot set STOPSIGNAL; systemd only shuts down cleanly on
+  # SIGRTMIN+3 (SIGTERM makes `docker stop` wait 10s and then SIGKILL), so add
+  # it with a one-line legacy build (no BuildKit/buildx needed, fully local).
+  local out
+  out=$(printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$id" |
+    DOCKER_BUILDKIT=0 docker build -q -t "$img" - 2>&1) || { echo "$out" >&2; exit 1; }
+  echo "images: built $img in $((SECONDS - t))s"
+}
+
+build_busybox
+build_systemd

@@ -1,0 +1,3 @@
+from hxpc.cli import entrypoint
+
+entrypoint()

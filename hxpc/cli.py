@@ -1,0 +1,188 @@
+"""The `hxpc` command line: parse options, make one call, render, return an exit code.
+
+Exit codes follow CLI.md: 0 success, 1 live-system or internal failure,
+2 differences (with --check / --detailed-exitcode), 3 invalid spec or command
+line, 4 refused before touching anything, 130 interrupted. Heavy modules are
+imported inside the commands that use them, so `hxpc validate` does not pay
+for the engine's imports.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hxpc.errors import HxpcError, SpecError, UsageError
+
+app = typer.Typer(
+    name="hxpc", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Compile an LLM serving stack spec into systemd, Compose, Kubernetes and monitoring artifacts.",
+)
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+class GraphFormat(str, enum.Enum):
+    mermaid = "mermaid"
+    dot = "dot"
+    json = "json"
+
+
+SpecArg = Annotated[str, typer.Argument(help="the stack spec, e.g. specs/hxp.yaml", show_default=False)]
+EnvsOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="environment (repeatable); default: all")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text)
+
+
+def _err(text: str) -> None:
+    sys.stderr.write(text)
+
+
+def _resolve(spec: str, env: str) -> Any:
+    from hxpc.compiler.pipeline import resolve_env
+    from hxpc.sources import FileSources
+
+    return resolve_env(FileSources(spec), env)
+
+
+@app.command()
+def validate(spec: SpecArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Load, merge and validate SPEC for each environment; print every problem."""
+    from hxpc.compiler.pipeline import environments, load_base, resolve_env
+    from hxpc.diagnostics import render_json, unique_sorted
+    from hxpc.sources import FileSources
+
+    sources = FileSources(spec)
+    loaded = load_base(sources)
+    envs = env or environments(sources, loaded)
+    problems, texts, valid = [], dict(loaded.texts), []
+    for name in envs:
+        try:
+            resolve_env(sources, name, loaded)
+            valid.append(name)
+        except SpecError as exc:
+            problems.extend(exc.diagnostics)
+            texts.update(exc.texts)
+    if problems:
+        raise SpecError(unique_sorted(problems), texts)
+    if fmt is Format.json:
+        _out(render_json([]))
+    else:
+        _out(f"{spec}: valid ({', '.join(valid)})\n")
+
+
+@app.command()
+def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. services.api.replicas")],
+            env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
+    """Print the merged value at PATH and the file:line of every layer that set it."""
+    from hxpc.compiler.explain import explain as explain_path
+
+    resolved = _resolve(spec, env)
+    report = explain_path(resolved.stack, resolved.merged, path)
+    if fmt is Format.json:
+        _out(json.dumps(report, indent=2) + "\n")
+        return
+    _out(f"{report['path']} = {json.dumps(report['value'])}   (env {report['env']})\n")
+    if report["default"]:
+        _out("  not set by any layer: hxpc's default\n")
+    for layer in report["layers"]:
+        _out(f"  {layer['file']}:{layer['line']}:{layer['col']}  {layer['source']}\n")
+
+
+@app.command()
+def resources(spec: SpecArg, env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
+    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom."""
+    from hxpc.compiler.resources import resources_report
+
+    report = resources_report(_resolve(spec, env).stack)
+    if fmt is Format.json:
+        _out(json.dumps(report, indent=2) + "\n")
+        return
+    from hxpc.render_resources import print_resources
+
+    print_resources(report)
+
+
+@app.command()
+def graph(spec: SpecArg, env: EnvOpt,
+          fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid) -> None:
+    """The dependency graph and the apply waves."""
+    from hxpc.compiler import graph as graphs
+
+    resolved = _resolve(spec, env).stack
+    render = {"mermaid": graphs.render_mermaid, "dot": graphs.render_dot, "json": graphs.render_json}[fmt.value]
+    _out(render(resolved))
+
+
+@app.command()
+def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None) -> None:
+    """The JSON Schema of the spec (the committed copy is schemas/hxpc.schema.json)."""
+    from hxpc.compiler.spec import json_schema
+    from hxpc.fsutil import write_atomic
+
+    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        _out(text)
+    else:
+        write_atomic(output, text)
+
+
+def _report_error(exc: HxpcError) -> int:
+    if isinstance(exc, SpecError):
+        from hxpc.diagnostics import render_text
+
+        _err(render_text(exc.diagnostics, exc.texts))
+        n = len(exc.diagnostics)
+        _err(f"hxpc: {n} problem{'s' if n != 1 else ''} found; nothing was changed\n")
+    else:
+        _err(f"hxpc: {exc}\n")
+    return exc.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        result = app(args=argv, prog_name="hxpc", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except HxpcError as exc:
+        return _report_error(exc)
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        _err("hxpc: aborted\n")
+        return 130
+    except typer.TyperException as exc:  # click's usage errors, vendored by typer
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            _err(f"hxpc: {exc}\n")
+        return UsageError.exit_code
+    except KeyboardInterrupt:
+        _err("hxpc: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - a bug must not show users a traceback
+        _err(f"hxpc: internal error: {type(exc).__name__}: {exc}\n"
+             "hxpc: this is a bug in hxpc; rerun with HXPC_DEBUG=1 for the traceback\n")
+        import os
+
+        if os.environ.get("HXPC_DEBUG"):
+            raise
+        return 1
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Semantic checks of a schema-valid stack: references, cycles, GPU budgets, ports, targets.
+
+Each check yields Diagnostics pointing at the span of the merged value that is
+wrong (which may sit in an overlay file); all checks run, and the caller
+reports every problem at once. The arithmetic of the GPU checks is spelled out
+in the messages so that a reader can verify it by hand.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from collections.abc import Iterable, Iterator
+
+from hxpc.compiler.load import Path
+from hxpc.compiler.merge import Merged
+from hxpc.compiler.model import Placement, Workload, bytes_per_param, placements_of, workloads_of
+from hxpc.compiler.spec import Stack
+from hxpc.compiler.units import format_size
+from hxpc.diagnostics import Diagnostic
+
+
+def suggest(name: str, choices: Iterable[str]) -> str | None:
+    pool = sorted(choices)
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if pool:
+        shown = ", ".join(f"`{c}`" for c in pool[:12])
+        return f"known: {shown}{', ...' if len(pool) > 12 else ''}"
+    return None
+
+
+def _section(w: Workload) -> str:
+    return "models" if w.kind == "model" else "services"
+
+
+class _Checker:
+    def __init__(self, stack: Stack, merged: Merged):
+        self.stack, self.merged = stack, merged
+        self.workloads = workloads_of(stack)
+        self.found: list[Diagnostic] = []
+
+    def error(self, code: str, message: str, path: Path, *, key: bool = False, hint: str | None = None,
+              notes: tuple[tuple[Path, str], ...] = ()) -> None:
+        note_spans = tuple((s, m) for p, m in notes if (s := self.merged.span(p)) is not None)
+        self.found.append(Diagnostic(code, message, self.merged.span(path, key=key), hint=hint, notes=note_spans))
+
+    def run(self) -> list[Diagnostic]:
+        self.names()
+        self.references()
+        self.cycles()
+        self.targets()
+        for placement in placements_of(self.stack, self.workloads).values():
+            self.gpus(placement)
+            self.ports(placement)
+        return self.found
+
+    def names(self) -> None:
+        for name in self.stack.services:
+            if name in self.stack.models:
+                self.error("HX312", f"`{name}` is both a model and a service", ("services", name), key=True,
+                           hint="rename one: depends_on would not know which is meant",
+                           notes=((("models", name), "the model is declared here"),))
+
+    def references(self) -> None:
+        s = self.stack
+        for w in self.workloads.values():
+            base = (_section(w), w.name)
+            for i, dep in enumerate(w.depends_on):
+                if dep not in self.workloads:
+                    self.error("HX301", f"{w.kind} `{w.name}` depends on `{dep}`, which is neither a service nor a model",
+                               (*base, "depends_on", i), hint=suggest(dep, self.workloads))
+            for var, secret in w.secrets.items():
+                if secret not in s.secrets:
+                    self.error("HX302", f"secret `{secret}` (for {var} of `{w.name}`) is not declared under `secrets`",
+                               (*base, "secrets", var), hint=suggest(secret, s.secrets))
+            declared_hosts = s.services[w.name].hosts if w.kind == "service" else s.models[w.name].hosts
+            for i, host in enumerate(declared_hosts or ()):
+                if host not in s.hosts:
+                    self.error("HX303", f"host `{host}` of `{w.name}` is not declared under `hosts`",
+                               (*base, "hosts", i), hint=suggest(host, s.hosts))
+            if w.kind == "service":
+                self.port_refs(w.name)
+
+    def port_refs(self, name: str) -> None:
+        svc = self.stack.services[name]
+        base: Path = ("services", name)
+        refs: list[tuple[str, Path]] = []
+        if svc.health and svc.health.http:
+            refs.append((svc.health.http.port, (*base, "health", "http", "port")))
+        if svc.health and svc.health.tcp:
+            refs.append((svc.health.tcp.port, (*base, "health", "tcp", "port")))
+        if svc.metrics:
+            refs.append((svc.metrics.port, (*base, "metrics", "port")))
+        for port, path in refs:
+            if port not in svc.ports:
+                self.error("HX304", f"port `{port}` of service `{name}` is not declared under its `ports`", path,
+                           hint=suggest(port, svc.ports) or "declare it, e.g. `ports: {http: 8080}`")
+
+    def cycles(self) -> None:
+        graph = {n: [d for d in w.depends_on if d in self.workloads] for n, w in self.workloads.items()}
+        try:
+            graphlib.TopologicalSorter(graph).prepare()
+        except graphlib.CycleError as exc:
+            cycle: list[str] = list(exc.args[1])  # [a, b, ..., a]
+            # start at the name that comes first in the spec, so the message is stable
+            order = list(self.workloads)
+            ring = cycle[:-1]
+            first = min(range(len(ring)), key=lambda i: order.index(ring[i]))
+            ring = ring[first:] + ring[:first]
+            # graphlib lists the cycle against the edge direction; read it as "depends on"
+            ring = [ring[0], *reversed(ring[1:])]
+            if all(ring[(i + 1) % len(ring)] in graph[ring[i]] for i in range(len(ring))):
+                shown = " -> ".join([*ring, ring[0]])
+            else:  # pragma: no cover - defensive: keep graphlib's order
+                shown = " -> ".join(cycle)
+            w = self.workloads[ring[0]]
+            dep_index = list(w.depends_on).index(ring[1 % len(ring)])
+            self.error("HX305", f"dependency cycle: {shown}", (_section(w), w.name, "depends_on", dep_index),
+                       hint="remove one of these dependencies; apply needs an order to start them in")
+
+    def targets(self) -> None:
+        t = self.stack.targets
+        for target in ("compose", "kubernetes"):
+            if getattr(t, target) is None:
+                continue
+            for name, svc in self.stack.services.items():
+                if svc.image is None:
+                    self.error("HX309", f"service `{name}` has no `image`, which the {target} target needs",
+                               ("services", name), key=True, hint="add `image:` or drop the target for this environment")
+        if t.systemd is not None:
+            for name, svc in self.stack.services.items():
+                if t.systemd.runtime == "native" and svc.exec is None:
+                    self.error("HX310", f"service `{name}` has no `exec`, which the native systemd runtime needs",
+                               ("services", name), key=True, hint="add `exec: [/path/to/binary, ...]`")
+                if t.systemd.runtime != "native" and svc.image is None:
+                    self.error("HX309", f"service `{name}` has no `image`, which the systemd {t.systemd.runtime} "
+                               "runtime needs", ("services", name), key=True)
+            for i, host in enumerate(t.systemd.hosts):
+                if host not in self.stack.hosts:
+                    self.error("HX303", f"systemd target host `{host}` is not declared under `hosts`",
+                               ("targets", "systemd", "hosts", i), hint=suggest(host, self.stack.hosts))
+            allowed = set(t.systemd.hosts)
+            for w in self.workloads.values():
+                if not w.hosts and w.replicas:
+                    self.error("HX313", f"{w.kind} `{w.name}` has no hosts to run on for the systemd target",
+                               (_section(w), w.name), key=True,
+                               hint="set its `hosts`, or list hosts in `targets.systemd.hosts`")
+                for i, host in enumerate(w.hosts):
+                    if host in self.stack.hosts and host not in allowed:
+                        self.error("HX311", f"`{w.name}` is placed on `{host}`, which is not in targets.systemd.hosts",
+                                   (_section(w), w.name, "hosts", i),
+                                   hint=f"add `{host}` to targets.systemd.hosts")
+        if t.compose is not None and t.compose.host is not None and t.compose.host not in self.stack.hosts:
+            self.error("HX303", f"compose target host `{t.compose.host}` is not declared under `hosts`",
+                       ("targets", "compose", "host"), hint=suggest(t.compose.host, self.stack.hosts))
+
+    def _gpu_path(self, w: Workload) -> Path:
+        return ("models", w.name, "tensor_parallel") if w.kind == "model" else ("services", w.name, "resources", "gpus")
+
+    def gpus(self, placement: Placement) -> None:
+        for host_name, host in self.stack.hosts.items():
+            users = [(n, r) for n, r in placement.on_host(host_name) if self.workloads[n].gpus]
+            if not users:
+                continue
+            available = host.gpus.count if host.gpus else 0
+            needed: dict[str, int] = {}
+            for name, _ in users:
+                needed[name] = needed.get(name, 0) + self.workloads[name].gpus
+            total = sum(needed.values())
+            if total > available:
+                parts = ", ".join(f"{n} {self._gpu_formula(n, placement, host_name)}" for n in needed)
+                path: Path = ("hosts", host_name, "gpus", "count") if host.gpus else ("hosts", host_name)
+                self.error("HX306", f"host `{host_name}` has {available} GPU(s) but {total} are placed on it "
+                                    f"({placement.target}): {parts}", path, key=host.gpus is None,
+                           hint="lower replicas or tensor_parallel, or spread `hosts` over more machines",
+                           notes=tuple((self._gpu_path(self.workloads[n]), f"`{n}` takes {k}") for n, k in needed.items()))
+            if host.gpus is None:
+                continue
+            for name in dict.fromkeys(n for n, _ in users):
+                w = self.workloads[name]
+                if w.model is None:
+                    continue
+                m = w.model
+                per_gpu = w.weights_bytes_per_gpu
+                room = host.gpus.memory * m.gpu_memory_utilization
+                if per_gpu > room:
+                    label = m.quantization or m.dtype
+                    self.error(
+                        "HX307",
+                        f"model `{name}` does not fit on `{host_name}`: {m.params_b:g}B params x "
+                        f"{bytes_per_param(m):g} bytes ({label}) / tensor_parallel {m.tensor_parallel} = "
+                        f"{per_gpu / 1e9:.1f} GB per GPU > {format_size(host.gpus.memory)} x "
+                        f"{m.gpu_memory_utilization:g} = {room / 1e9:.1f} GB usable",
+                        ("models", name, "params_b"),
+                        hint="raise tensor_parallel, quantize the model, or place it on larger GPUs",
+                        notes=((("hosts", host_name, "gpus", "memory"), f"GPU memory of `{host_name}`"),))
+
+    def _gpu_formula(self, name: str, placement: Placement, host: str) -> str:
+        w = self.workloads[name]
+        here = sum(1 for r in placement.replicas[name] if r.host == host)
+        what = "tensor_parallel" if w.kind == "model" else "gpus"
+        return f"({what} {w.gpus} x {here} replica{'s' if here != 1 else ''})"
+
+    def ports(self, placement: Placement) -> None:
+        taken: dict[tuple[str, int], tuple[str, int, str]] = {}
+        reported: set[tuple[str, str, str, str]] = set()
+        for name, reps in placement.replicas.items():
+            w = self.workloads[name]
+            for r in reps:
+                if r.host is None:
+                    continue
+                for port_name, port in r.host_ports.items():
+                    owner = taken.get((r.host, port))
+                    if owner is None:
+                        taken[(r.host, port)] = (name, r.index, port_name)
+                        continue
+                    other, other_index, other_port = owner
+                    pair = (name, port_name, other, other_port)
+                    if pair in reported:  # further replicas of the same clash add nothing
+                        continue
+                    reported.add(pair)
+                    ow = self.workloads[other]
+                    self.error("HX308", f"host port {port} on `{r.host}` is taken twice ({placement.target}): "
+                                        f"`{name}` replica {r.index} ({port_name}) and `{other}` replica "
+                                        f"{other_index} ({other_port})", self._port_path(w, port_name),
+                               hint="replica i listens on port + i; leave room between the ports of "
+                                    "services that share a host",
+                               notes=((self._port_path(ow, other_port), f"`{other}` uses it"),))
+
+    @staticmethod
+    def _port_path(w: Workload, port_name: str) -> Path:
+        return ("models", w.name, "port") if w.kind == "model" else ("services", w.name, "ports", port_name)
+
+
+def semantic_checks(stack: Stack, merged: Merged) -> Iterator[Diagnostic]:
+    yield from _Checker(stack, merged).run()

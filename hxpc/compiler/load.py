@@ -1,0 +1,175 @@
+"""Loading: YAML text to plain data plus a map of where every key and value stands.
+
+ruamel.yaml composes the text into nodes (with its C parser when
+ruamel.yaml.clib is present: the round-trip loader is ten times slower on large
+specs), and a single walk turns the nodes into plain dicts, lists and scalars
+while recording a `Span` for every value and every mapping key, keyed by the
+value's path. The data never carries position keys. Duplicate keys, non-string
+keys and YAML syntax errors become diagnostics with file:line:column.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from hxpc.diagnostics import Diagnostic, Span
+
+PathKey = str | int
+Path = tuple[PathKey, ...]
+
+_TAG = "tag:yaml.org,2002:"
+
+
+@dataclass
+class Document:
+    """One YAML file: its data and the spans of every value and key by path."""
+
+    file: str
+    text: str
+    data: Any
+    values: dict[Path, Span]
+    keys: dict[Path, Span]
+
+
+class LoadFailed(Exception):
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = diagnostics
+        super().__init__(diagnostics[0].message if diagnostics else "load failed")
+
+
+def _yaml() -> YAML:
+    try:
+        return YAML(typ="safe", pure=False)
+    except Exception:  # pragma: no cover - no C extension: same result, slower
+        return YAML(typ="safe", pure=True)
+
+
+_LOADER = _yaml()
+
+
+def load_document(text: str, file: str) -> Document:
+    """Parse one file; raise LoadFailed with every problem found in it."""
+    try:
+        root = _LOADER.compose(text)
+    except MarkedYAMLError as exc:
+        raise LoadFailed([_syntax_diagnostic(exc, file)]) from None
+    if root is None:
+        span = Span(file, 1, 1, 1, 1)
+        raise LoadFailed([Diagnostic("HX103", f"{file} holds no YAML document", span,
+                                     hint="write a mapping with `apiVersion: hxpc/v1` at the top")])
+    if not isinstance(root, MappingNode):
+        raise LoadFailed([Diagnostic("HX104", "the document root must be a mapping of fields",
+                                     _span(root, file),
+                                     hint="start the file with `apiVersion: hxpc/v1`")])
+    walker = _Walker(file)
+    data = walker.walk(root, ())
+    if walker.diagnostics:
+        raise LoadFailed(walker.diagnostics)
+    return Document(file, text, data, walker.values, walker.keys)
+
+
+def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark is not None else 1
+    col = mark.column + 1 if mark is not None else 1
+    problem = exc.problem or exc.context or "invalid YAML"
+    context = f" ({exc.context})" if exc.context and exc.problem else ""
+    hint = None
+    if "cannot start any token" in problem and "\t" in str(exc):
+        hint = "YAML indentation must use spaces, not tabs"
+    return Diagnostic("HX101", f"{problem}{context}", Span(file, line, col, line, col + 1), hint=hint)
+
+
+def _span(node: Node, file: str) -> Span:
+    start, end = node.start_mark, node.end_mark
+    if end.line > start.line and end.column == 0:
+        # block collections end at the start of the next line; point at the first line
+        return Span(file, start.line + 1, start.column + 1, start.line + 1, start.column + 2)
+    return Span(file, start.line + 1, start.column + 1, end.line + 1, end.column + 1)
+
+
+class _Walker:
+    def __init__(self, file: str):
+        self.file = file
+        self.values: dict[Path, Span] = {}
+        self.keys: dict[Path, Span] = {}
+        self.diagnostics: list[Diagnostic] = []
+
+    def walk(self, node: Node, path: Path) -> Any:
+        self.values[path] = _span(node, self.file)
+        if isinstance(node, MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, SequenceNode):
+            return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, ScalarNode)
+        return self._scalar(node, path)
+
+    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_span = _span(key_node, self.file)
+            if key_node.tag == _TAG + "merge":
+                self.diagnostics.append(Diagnostic(
+                    "HX109", "YAML merge keys (`<<`) are not supported", key_span,
+                    hint="use `defaults:` or an environment overlay instead"))
+                continue
+            if not isinstance(key_node, ScalarNode) or key_node.tag not in (_TAG + "str", _TAG + "int"):
+                self.diagnostics.append(Diagnostic(
+                    "HX109", "mapping keys must be plain names", key_span,
+                    hint="quote the key to make it a string"))
+                continue
+            key = str(key_node.value)
+            child = (*path, key)
+            if key in out:
+                first = self.keys[child]
+                self.diagnostics.append(Diagnostic(
+                    "HX102", f"duplicate key `{key}` (first set at line {first.line})", key_span,
+                    hint="remove one of the two; YAML would silently keep only the last",
+                    notes=((first, "first set here"),)))
+                continue
+            self.keys[child] = key_span
+            out[key] = self.walk(value_node, child)
+        return out
+
+    def _scalar(self, node: ScalarNode, path: Path) -> Any:
+        tag, text = node.tag, node.value
+        if tag == _TAG + "str" or node.style in ("'", '"', "|", ">"):
+            return text
+        if tag == _TAG + "null":
+            return None
+        if tag == _TAG + "bool":
+            return text.lower() == "true"
+        if tag == _TAG + "int":
+            return _int(text)
+        if tag == _TAG + "float":
+            return _float(text)
+        # timestamps, binary and custom tags: keep the text; the schema decides
+        return text
+
+
+def _int(text: str) -> int:
+    clean = text.replace("_", "")
+    sign = -1 if clean.startswith("-") else 1
+    body = clean.lstrip("+-")
+    if body[:2] in ("0x", "0X"):
+        return sign * int(body[2:], 16)
+    if body[:2] in ("0o", "0O"):
+        return sign * int(body[2:], 8)
+    return sign * int(body, 10)
+
+
+def _float(text: str) -> float:
+    lowered = text.lower().replace("_", "")
+    if lowered in (".inf", "+.inf"):
+        return math.inf
+    if lowered == "-.inf":
+        return -math.inf
+    if lowered == ".nan":
+        return math.nan
+    return float(lowered)

@@ -1,0 +1,187 @@
+"""Merging: environment overlays (RFC 7386) and `defaults`, with provenance per value.
+
+The base document's tree is patched by the inline overlay
+(`environments.<env>`) and then by the overlay file (`<name>.<env>.yaml`):
+mappings merge key by key, anything else replaces whole, `null` deletes. Then
+`defaults` is merged *under* every service and model. Each path of the result
+records, in order, every layer that set it (`Layer`), so errors point into the
+file that set a value and `hxpc explain` can show the whole history.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from hxpc.compiler.load import Document, Path
+from hxpc.diagnostics import Diagnostic, Span
+
+# Keys of `defaults` that also apply to models; the rest (ports, health, ...) are service-only.
+MODEL_DEFAULT_KEYS = frozenset({"restart", "resources", "env", "hosts", "replicas"})
+MODEL_RESOURCE_KEYS = frozenset({"cpu", "memory"})
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer that set a value: which layer, and where its key and value stand."""
+
+    source: str  # "base", "environments.<env>", "overlay", "defaults"
+    value: Span
+    key: Span | None
+
+
+@dataclass
+class Merged:
+    data: dict[str, Any]
+    provenance: dict[Path, list[Layer]]
+
+    def span(self, path: Path, *, key: bool = False) -> Span | None:
+        """The span of the layer that set `path` last (or of its key), else of the nearest parent."""
+        for end in range(len(path), -1, -1):
+            layers = self.provenance.get(path[:end])
+            if layers:
+                last = layers[-1]
+                # a value that is not set at all is best shown at the name of what lacks it
+                if (key or end < len(path)) and last.key is not None:
+                    return last.key
+                return last.value
+        return None
+
+
+class MergeFailed(Exception):
+    def __init__(self, diagnostics: list[Diagnostic]):
+        self.diagnostics = diagnostics
+        super().__init__(diagnostics[0].message)
+
+
+def _subtree(value: Any, path: Path) -> Iterator[Path]:
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _subtree(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _subtree(v, (*path, i))
+
+
+def _without_nulls(value: Any) -> Any:
+    # RFC 7386: a null inside a value that is added whole still means "absent"
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
+class _Merger:
+    def __init__(self, base: Document):
+        self.base = base
+        self.prov: dict[Path, list[Layer]] = {}
+        # the base document is shared by every environment's merge: never patch it in place
+        self.data: dict[str, Any] = {k: copy.deepcopy(v) for k, v in base.data.items() if k != "environments"}
+        for path, span in base.values.items():
+            if path[:1] != ("environments",):
+                self.prov[path] = [Layer("base", span, base.keys.get(path))]
+
+    def patch(self, patch: dict[str, Any], doc: Document, prefix: Path, source: str) -> None:
+        self._patch(self.data, patch, (), doc, prefix, source)
+
+    def _record(self, value: Any, path: Path, doc: Document, src: Path, source: str, *, append: bool) -> None:
+        for sub in _subtree(value, path):
+            rel = sub[len(path):]
+            layer = Layer(source, doc.values[(*src, *rel)], doc.keys.get((*src, *rel)))
+            if append and sub == path:
+                self.prov.setdefault(sub, []).append(layer)
+            else:
+                self.prov[sub] = [layer]
+
+    def _drop(self, value: Any, path: Path, *, keep_root: bool) -> None:
+        for sub in _subtree(value, path):
+            if keep_root and sub == path:
+                continue
+            self.prov.pop(sub, None)
+
+    def _patch(self, target: dict[str, Any], patch: dict[str, Any], path: Path,
+               doc: Document, src: Path, source: str) -> None:
+        for key, value in patch.items():
+            here, src_here = (*path, key), (*src, key)
+            if value is None:
+                if key in target:
+                    self._drop(target.pop(key), here, keep_root=False)
+                continue
+            current = target.get(key)
+            if isinstance(value, dict) and isinstance(current, dict):
+                self.prov.setdefault(here, []).append(
+                    Layer(source, doc.values[src_here], doc.keys.get(src_here)))
+                self._patch(current, value, here, doc, src_here, source)
+                continue
+            had = key in target
+            if had:
+                self._drop(current, here, keep_root=True)
+            target[key] = _without_nulls(copy.deepcopy(value))
+            self._record(target[key], here, doc, src_here, source, append=had)
+
+    def apply_defaults(self) -> None:
+        defaults = self.data.get("defaults")
+        if not isinstance(defaults, dict):
+            return
+        for section, keys in (("services", None), ("models", MODEL_DEFAULT_KEYS)):
+            items = self.data.get(section)
+            if not isinstance(items, dict):
+                continue
+            for name, item in items.items():
+                if isinstance(item, dict):
+                    self._under(item, defaults, (section, name), ("defaults",), keys)
+
+    def _under(self, target: dict[str, Any], defaults: dict[str, Any], path: Path,
+               dpath: Path, only: frozenset[str] | None) -> None:
+        for key, dvalue in defaults.items():
+            if only is not None and key not in only:
+                continue
+            here, dhere = (*path, key), (*dpath, key)
+            if dvalue is None:
+                continue
+            if key not in target:
+                if only is not None and key == "resources" and isinstance(dvalue, dict):
+                    dvalue = {k: v for k, v in dvalue.items() if k in MODEL_RESOURCE_KEYS}
+                target[key] = copy.deepcopy(dvalue)
+                for sub in _subtree(target[key], here):
+                    self.prov[sub] = list(self.prov[(*dhere, *sub[len(here):])])
+                continue
+            self.prov[here] = self.prov[dhere] + self.prov.get(here, [])
+            if isinstance(target[key], dict) and isinstance(dvalue, dict):
+                sub_only = MODEL_RESOURCE_KEYS if only is not None and key == "resources" else None
+                self._under(target[key], dvalue, here, dhere, sub_only)
+
+
+def environments_in(base: Document) -> list[str]:
+    envs = base.data.get("environments")
+    return sorted(envs) if isinstance(envs, dict) else []
+
+
+def merge(base: Document, env: str | None, overlay: Document | None) -> Merged:
+    """Apply the inline overlay, then the overlay file, then `defaults`; see the module doc."""
+    merger = _Merger(base)
+    problems: list[Diagnostic] = []
+    envs = base.data.get("environments")
+    if env is not None and isinstance(envs, dict) and env in envs:
+        inline = envs[env]
+        src: Path = ("environments", env)
+        if isinstance(inline, dict):
+            merger.patch(inline, base, src, f"environments.{env}")
+        elif inline is not None:
+            problems.append(Diagnostic("HX108", f"environment `{env}` must be a mapping of overrides",
+                                       base.values[src]))
+    if overlay is not None:
+        if "environments" in overlay.data:
+            problems.append(Diagnostic(
+                "HX108", "an overlay file cannot declare `environments`", overlay.keys[("environments",)],
+                hint="overlay files are themselves one environment; move this to the base spec"))
+        else:
+            merger.patch(overlay.data, overlay, (), "overlay")
+    if problems:
+        raise MergeFailed(problems)
+    merger.apply_defaults()
+    return Merged(merger.data, merger.prov)

@@ -1,0 +1,91 @@
+"""The front half of the compiler: sources -> documents -> merged tree -> resolved stack.
+
+`resolve_env(sources, env)` reads the spec and the environment's overlay file,
+checks `apiVersion`, merges, validates and resolves, raising one `SpecError`
+with every problem it found. `environments(sources)` names the environments a
+spec declares (inline or as overlay files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hxpc.compiler.checks import suggest
+from hxpc.compiler.load import Document, LoadFailed, load_document
+from hxpc.compiler.merge import Merged, MergeFailed, environments_in, merge
+from hxpc.compiler.model import ResolvedStack, resolve
+from hxpc.compiler.spec import API_VERSION
+from hxpc.compiler.validate import validate
+from hxpc.diagnostics import Diagnostic, unique_sorted
+from hxpc.errors import SpecError
+from hxpc.sources import Sources
+
+DEFAULT_ENV = "default"
+
+
+@dataclass
+class Loaded:
+    base: Document
+    overlays: dict[str, str]
+    texts: dict[str, str]
+
+
+def load_base(sources: Sources) -> Loaded:
+    name = sources.spec_file
+    text = sources.read(name)
+    texts = {name: text}
+    try:
+        base = load_document(text, name)
+    except LoadFailed as exc:
+        raise SpecError(exc.diagnostics, texts) from None
+    version = base.data.get("apiVersion")
+    if version != API_VERSION:
+        span = base.values.get(("apiVersion",)) or base.keys.get(("project",)) or base.values[()]
+        said = "is missing" if version is None else f"`{version}` is not supported"
+        raise SpecError([Diagnostic("HX105", f"apiVersion {said}", span,
+                                    hint=f"this hxpc reads `apiVersion: {API_VERSION}`")], texts)
+    return Loaded(base, sources.overlays(), texts)
+
+
+def environments(sources: Sources, loaded: Loaded | None = None) -> list[str]:
+    """Every environment the spec declares, sorted; [`default`] when it declares none."""
+    loaded = loaded or load_base(sources)
+    names = sorted(set(environments_in(loaded.base)) | set(loaded.overlays))
+    return names or [DEFAULT_ENV]
+
+
+@dataclass
+class Resolved:
+    stack: ResolvedStack
+    merged: Merged
+    texts: dict[str, str]
+
+
+def merged_env(sources: Sources, env: str, loaded: Loaded | None = None) -> tuple[Merged, dict[str, str]]:
+    loaded = loaded or load_base(sources)
+    texts = dict(loaded.texts)
+    known = environments(sources, loaded)
+    if env not in known:
+        raise SpecError([Diagnostic("HX107", f"environment `{env}` is not declared by {sources.spec_file}",
+                                    hint=suggest(env, known))], texts)
+    overlay = None
+    if env in loaded.overlays:
+        file = loaded.overlays[env]
+        texts[file] = sources.read(file)
+        try:
+            overlay = load_document(texts[file], file)
+        except LoadFailed as exc:
+            raise SpecError(exc.diagnostics, texts) from None
+    try:
+        merged = merge(loaded.base, env, overlay)
+    except MergeFailed as exc:
+        raise SpecError(exc.diagnostics, texts) from None
+    return merged, texts
+
+
+def resolve_env(sources: Sources, env: str, loaded: Loaded | None = None) -> Resolved:
+    merged, texts = merged_env(sources, env, loaded)
+    stack, problems = validate(merged)
+    if problems or stack is None:
+        raise SpecError(unique_sorted(problems), texts)
+    return Resolved(resolve(stack, env), merged, texts)

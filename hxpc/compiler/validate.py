@@ -1,0 +1,123 @@
+"""Validation: pydantic's errors mapped onto spans, then the semantic checks.
+
+Pydantic reports a location as a path of field names; the merged tree's
+provenance turns that path into the span of the layer that set the value, so
+an error in a value from `hub.prod.yaml` points into that file. Unknown fields
+get a "did you mean" from the fields of the model at that place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from hxpc.compiler.checks import semantic_checks
+from hxpc.compiler.load import Path
+from hxpc.compiler.merge import Merged
+from hxpc.compiler.spec import Stack
+from hxpc.diagnostics import Diagnostic
+
+_CODE_BY_TYPE = {
+    "extra_forbidden": "HX201",
+    "missing": "HX207",
+    "hx_duration": "HX203",
+    "hx_size": "HX204",
+    "hx_cpu": "HX205",
+    "hx_name": "HX206",
+    "hx_combination": "HX210",
+    "literal_error": "HX209",
+    "enum": "HX209",
+}
+_RANGE_TYPES = {"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                "too_short", "too_long", "finite_number"}
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Strip Annotated and Optional so that only the structural type is left."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _model_at(path: Path) -> type[BaseModel] | None:
+    """The pydantic model class that validates the mapping at `path`, if any."""
+    current: Any = Stack
+    for part in path:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if n == part or f.alias == part), None)
+            if field is None:
+                return None
+            current = field.annotation
+        elif typing.get_origin(current) in (dict, list):
+            current = typing.get_args(current)[-1]
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _where(path: Path) -> str:
+    return ".".join(str(p) for p in path) or "the top level"
+
+
+def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
+    loc = tuple(err["loc"])
+    is_key = bool(loc) and loc[-1] == "[key]"
+    path: Path = tuple(p for p in loc if p != "[key]")
+    kind = err["type"]
+    code = _CODE_BY_TYPE.get(kind, "HX208" if kind in _RANGE_TYPES else "HX202")
+    hint: str | None = None
+    if kind == "extra_forbidden":
+        name = str(path[-1])
+        model = _model_at(path[:-1])
+        fields = _field_names(model) if model else []
+        close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`?" if close else (
+            f"allowed here: {', '.join(f'`{f}`' for f in fields)}" if fields else None)
+        return Diagnostic(code, f"unknown field `{name}` in {_where(path[:-1])}",
+                          merged.span(path, key=True), hint=hint)
+    if kind == "missing":
+        return Diagnostic(code, f"{_where(path[:-1])} is missing the required field `{path[-1]}`",
+                          merged.span(path[:-1], key=True), hint=f"add `{path[-1]}:`")
+    if kind == "literal_error":
+        expected = (err.get("ctx") or {}).get("expected", "")
+        value = err.get("input")
+        options = [o.strip().strip("'") for o in str(expected).replace(" or ", ", ").split(",")]
+        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
+        hint = f"did you mean `{close[0]}`?" if close else f"use one of: {expected}"
+        return Diagnostic(code, f"`{value}` is not allowed for {_where(path)}", merged.span(path), hint=hint)
+    message = err["msg"]
+    if code == "HX202":
+        message = f"{_where(path)}: {message[0].lower()}{message[1:]}"
+        if isinstance(err.get("input"), (int, float)) and "string" in message:
+            hint = "quote the value to make it text, e.g. \"8080\""
+    elif code in ("HX203", "HX204", "HX205", "HX208", "HX210"):
+        message = f"{_where(path)}: {message}"
+    return Diagnostic(code, message, merged.span(path, key=is_key), hint=hint)
+
+
+def validate(merged: Merged) -> tuple[Stack | None, list[Diagnostic]]:
+    """Schema first; the semantic checks only run on a schema-valid stack."""
+    try:
+        stack = Stack.model_validate(merged.data)
+    except ValidationError as exc:
+        return None, [_diagnostic(e, merged) for e in exc.errors(include_url=False)]
+    return stack, list(semantic_checks(stack, merged))

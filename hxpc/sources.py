@@ -1,0 +1,116 @@
+"""Where spec text comes from: the work tree, or a git revision for `hxpc diff`.
+
+A `Sources` names the main spec file and the overlay files beside it
+(`<name>.<env>.yaml`) and reads their text. The compiler only ever sees text
+through this interface, which keeps it pure and lets `diff --base` compile the
+spec as it was at any revision, overlays included.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+from hxpc.diagnostics import Diagnostic
+from hxpc.errors import SpecError
+
+_ENV_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+
+
+class Sources(Protocol):
+    @property
+    def spec_file(self) -> str: ...
+
+    def read(self, name: str) -> str: ...
+
+    def overlays(self) -> dict[str, str]:
+        """Environment name -> overlay file name, for every `<name>.<env>.yaml` found."""
+        ...
+
+
+def _overlay_env(spec_name: str, candidate: str) -> str | None:
+    stem = spec_name.rsplit(".", 1)[0]
+    for suffix in (".yaml", ".yml"):
+        if candidate.startswith(stem + ".") and candidate.endswith(suffix):
+            middle = candidate[len(stem) + 1 : -len(suffix)]
+            if _ENV_NAME.match(middle):
+                return middle
+    return None
+
+
+class FileSources:
+    """The spec and its overlays as files on disk; names are shown as the user gave them."""
+
+    def __init__(self, spec_path: str):
+        self._path = Path(spec_path)
+        self._display = spec_path
+
+    @property
+    def spec_file(self) -> str:
+        return self._display
+
+    def read(self, name: str) -> str:
+        try:
+            return Path(name).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise SpecError([Diagnostic("HX106", f"cannot read {name}: {reason}",
+                                        hint="check the path and that the file is UTF-8 text")]) from None
+
+    def overlays(self) -> dict[str, str]:
+        directory = self._path.parent
+        if not directory.is_dir():
+            return {}
+        found: dict[str, str] = {}
+        for entry in sorted(directory.iterdir()):
+            env = _overlay_env(self._path.name, entry.name)
+            if env is not None and entry.is_file():
+                found[env] = str(PurePosixPath(self._display).parent / entry.name) if "/" in self._display else entry.name
+        return found
+
+
+class GitSources:
+    """The spec and its overlays as they were at a git revision of the work tree's repository."""
+
+    def __init__(self, spec_path: str, rev: str):
+        self._display = spec_path
+        self._rev = rev
+        path = Path(spec_path).resolve()
+        self._cwd = path.parent
+        top = self._git("rev-parse", "--show-toplevel").strip()
+        self._repo_rel = path.relative_to(Path(top).resolve()).as_posix()
+        self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+
+    def _git(self, *args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=self._cwd, capture_output=True, text=True, check=False)
+        except OSError as exc:
+            raise SpecError([Diagnostic("HX106", f"cannot run git: {exc.strerror}")]) from None
+        if done.returncode != 0:
+            raise SpecError([Diagnostic(
+                "HX106", f"git {' '.join(args)} failed: {done.stderr.strip() or done.returncode}",
+                hint="is the spec inside a git repository, and does the revision exist?")])
+        return done.stdout
+
+    @property
+    def spec_file(self) -> str:
+        return f"{self._rev}:{self._display}"
+
+    def read(self, name: str) -> str:
+        rel = name.split(":", 1)[1] if name.startswith(f"{self._rev}:") else name
+        repo_path = (PurePosixPath(self._repo_rel).parent / PurePosixPath(rel).name).as_posix()
+        return self._git("show", f"{self._rev}:{repo_path}")
+
+    def overlays(self) -> dict[str, str]:
+        folder = PurePosixPath(self._repo_rel).parent.as_posix()
+        listing = self._git("ls-tree", "--name-only", self._rev, f"{folder}/" if folder != "." else "")
+        found: dict[str, str] = {}
+        display_dir = PurePosixPath(self._display).parent
+        for line in sorted(listing.splitlines()):
+            name = PurePosixPath(line).name
+            env = _overlay_env(PurePosixPath(self._repo_rel).name, name)
+            if env is not None:
+                found[env] = f"{self._rev}:{(display_dir / name).as_posix()}"
+        return found

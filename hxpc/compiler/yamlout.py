@@ -1,0 +1,100 @@
+"""A small deterministic YAML writer for the artifacts hxpc emits.
+
+Artifacts are plain data (dicts, lists, strings, numbers, booleans, None).
+They are written in block style with sorted keys, and every string that a
+YAML 1.1 or 1.2 reader could take for something else (`yes`, `on`, `010`,
+`1e3`, `null`, a leading `*`, ...) is double-quoted, so Compose, kubectl and
+Prometheus read exactly what hxpc meant. ruamel.yaml's emitter was measured at
+several seconds for a few thousand services and leaves `yes` unquoted, which
+YAML 1.1 readers (kubectl's) turn into a boolean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+_PLAIN = re.compile(r"^[A-Za-z_/.$][A-Za-z0-9_./:@+$-]*(?: [A-Za-z0-9_./:@+$()-]+)*$")
+_NUMBER_LIKE = re.compile(r"^[-+]?(\.?[0-9]|0[xob])|^[-+]?\.(inf|nan)$", re.IGNORECASE)
+_RESERVED = frozenset({
+    "y", "n", "yes", "no", "on", "off", "true", "false", "null", "~",
+})
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise ValueError("artifacts never hold NaN or infinity")
+        return repr(value)
+    text = str(value)
+    if _PLAIN.match(text) and text.lower() not in _RESERVED and not _NUMBER_LIKE.match(text) \
+            and not text.endswith(":") and ": " not in text:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _key(key: Any) -> str:
+    return _scalar(str(key))
+
+
+def _emit(value: Any, indent: int, out: list[str]) -> None:
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key in sorted(value):
+            item = value[key]
+            if isinstance(item, dict) and item:
+                out.append(f"{pad}{_key(key)}:")
+                _emit(item, indent + 2, out)
+            elif isinstance(item, list) and item:
+                out.append(f"{pad}{_key(key)}:")
+                _emit(item, indent, out)
+            else:
+                out.append(f"{pad}{_key(key)}: {_inline(item)}")
+        return
+    for item in value:  # lists sit at their key's indentation, as kubectl writes them
+        if isinstance(item, dict) and item:
+            lines: list[str] = []
+            _emit(item, indent + 2, lines)
+            lines[0] = f"{pad}- {lines[0][indent + 2:]}"
+            out.extend(lines)
+        elif isinstance(item, list) and item:
+            lines = []
+            _emit(item, indent + 2, lines)
+            lines[0] = f"{pad}- {lines[0][indent + 2:]}"
+            out.extend(lines)
+        else:
+            out.append(f"{pad}- {_inline(item)}")
+
+
+def _inline(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
+    if isinstance(value, list):
+        return "[]"
+    return _scalar(value)
+
+
+def dump(data: Any) -> str:
+    """One YAML document; a mapping or list at the root."""
+    if not isinstance(data, (dict, list)):
+        return _scalar(data) + "\n"
+    if not data:
+        return _inline(data) + "\n"
+    out: list[str] = []
+    _emit(data, 0, out)
+    return "\n".join(out) + "\n"
+
+
+def dump_all(documents: list[Any]) -> str:
+    """Several documents separated by `---`, for multi-object Kubernetes files."""
+    return "---\n".join(dump(d) for d in documents)

@@ -25,18 +25,18 @@ app = typer.Typer(
 )
 
 
-class Format(str, enum.Enum):
+class Format(enum.StrEnum):
     text = "text"
     json = "json"
 
 
-class GraphFormat(str, enum.Enum):
+class GraphFormat(enum.StrEnum):
     mermaid = "mermaid"
     dot = "dot"
     json = "json"
 
 
-SpecArg = Annotated[str, typer.Argument(help="the stack spec, e.g. specs/hxp.yaml", show_default=False)]
+SpecArg = Annotated[str, typer.Argument(help="the stack spec, e.g. specs/hxp.yaml", metavar="SPEC", show_default=False)]
 EnvsOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="environment (repeatable); default: all")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
@@ -83,6 +83,67 @@ def validate(spec: SpecArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -
         _out(f"{spec}: valid ({', '.join(valid)})\n")
 
 
+TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all")]
+
+
+@app.command("compile")
+def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
+             output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path("out"),
+             check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
+             ) -> int:
+    """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
+    from hxpc.artifacts import check_bundle, write_bundle
+    from hxpc.compiler.compile import compile_spec
+    from hxpc.compiler.pipeline import environments
+    from hxpc.sources import FileSources
+
+    sources = FileSources(spec)
+    envs = env or environments(sources)
+    targets = target or []
+    bundle = compile_spec(sources, envs, targets)
+    if check:
+        problems = check_bundle(bundle, output, envs, targets)
+        for line in problems:
+            _out(line + "\n")
+        if problems:
+            _err(f"hxpc: {len(problems)} file(s) in {output} differ from what {spec} compiles to; "
+                 "run `hxpc compile` and commit the result\n")
+            return 2
+        _out(f"{output}: up to date ({len(bundle.files)} files)\n")
+        return 0
+    written = write_bundle(bundle, output, envs, targets)
+    _out(f"wrote {len(written)} files to {output}/ ({', '.join(envs)})\n")
+    return 0
+
+
+@app.command()
+def diff(spec: SpecArg, env: EnvOpt,
+         base: Annotated[str, typer.Option("--base", help="git revision to compare against")],
+         target: TargetsOpt = None,
+         detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 2 when artifacts differ")]
+         = False) -> int:
+    """Compile SPEC at GITREV and in the work tree; print the artifact diff (no live system needed)."""
+    from hxpc.artifacts import diff_bundles
+    from hxpc.compiler.bundle import Bundle
+    from hxpc.compiler.compile import compile_spec
+    from hxpc.compiler.pipeline import environments
+    from hxpc.sources import FileSources, GitSources
+
+    old_sources = GitSources(spec, base)
+    # an environment (or the whole spec) that did not exist at the base revision diffs against nothing
+    try:
+        had_env = env in environments(old_sources)
+    except SpecError as exc:
+        if not any(d.code == "HX106" for d in exc.diagnostics):
+            raise
+        had_env = False
+    old = compile_spec(old_sources, [env], target or [], spec_name=spec) if had_env else Bundle()
+    new = compile_spec(FileSources(spec), [env], target or [], spec_name=spec)
+    text = diff_bundles(old, new)
+    _out(text or f"no changes in the artifacts of {env} since {base}\n")
+    return 2 if detailed_exitcode and text else 0
+
+
 @app.command()
 def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. services.api.replicas")],
             env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
@@ -127,12 +188,14 @@ def graph(spec: SpecArg, env: EnvOpt,
 
 
 @app.command()
-def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None) -> None:
+def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="write to FILE")] = None,
+           overlay: Annotated[bool, typer.Option("--overlay", help="the schema of an overlay file")] = False,
+           ) -> None:
     """The JSON Schema of the spec (the committed copy is schemas/hxpc.schema.json)."""
     from hxpc.compiler.spec import json_schema
     from hxpc.fsutil import write_atomic
 
-    text = json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(json_schema(overlay), indent=2, sort_keys=True) + "\n"
     if output is None:
         _out(text)
     else:
@@ -174,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - a bug must not show users a traceback
+    except Exception as exc:
         _err(f"hxpc: internal error: {type(exc).__name__}: {exc}\n"
              "hxpc: this is a bug in hxpc; rerun with HXPC_DEBUG=1 for the traceback\n")
         import os

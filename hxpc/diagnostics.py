@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Severity = Literal["error", "warning"]
 
 
-@dataclass(frozen=True, order=True)
-class Span:
-    """A region of a source file; lines and columns are 1-based, end exclusive."""
+class Span(NamedTuple):
+    """A region of a source file; lines and columns are 1-based, end exclusive.
+
+    A NamedTuple, not a dataclass: a large spec makes hundreds of thousands.
+    """
 
     file: str
     line: int
@@ -70,6 +72,9 @@ CODES: dict[str, str] = {
     "HX313": "no placement",
     # HX4xx: target limits (compile)
     "HX401": "field not expressible by target",
+    "HX402": "invalid monitoring rule",
+    "HX403": "target needs a field the spec leaves optional",
+    "HX404": "name not valid on the target",
 }
 
 

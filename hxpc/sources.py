@@ -67,7 +67,8 @@ class FileSources:
         for entry in sorted(directory.iterdir()):
             env = _overlay_env(self._path.name, entry.name)
             if env is not None and entry.is_file():
-                found[env] = str(PurePosixPath(self._display).parent / entry.name) if "/" in self._display else entry.name
+                shown = PurePosixPath(self._display).parent / entry.name
+                found[env] = str(shown) if "/" in self._display else entry.name
         return found
 
 

@@ -69,7 +69,8 @@ class _Checker:
             base = (_section(w), w.name)
             for i, dep in enumerate(w.depends_on):
                 if dep not in self.workloads:
-                    self.error("HX301", f"{w.kind} `{w.name}` depends on `{dep}`, which is neither a service nor a model",
+                    self.error("HX301",
+                               f"{w.kind} `{w.name}` depends on `{dep}`, which is neither a service nor a model",
                                (*base, "depends_on", i), hint=suggest(dep, self.workloads))
             for var, secret in w.secrets.items():
                 if secret not in s.secrets:
@@ -128,7 +129,8 @@ class _Checker:
             for name, svc in self.stack.services.items():
                 if svc.image is None:
                     self.error("HX309", f"service `{name}` has no `image`, which the {target} target needs",
-                               ("services", name), key=True, hint="add `image:` or drop the target for this environment")
+                               ("services", name), key=True,
+                               hint="add `image:` or drop the target for this environment")
         if t.systemd is not None:
             for name, svc in self.stack.services.items():
                 if t.systemd.runtime == "native" and svc.exec is None:
@@ -157,7 +159,9 @@ class _Checker:
                        ("targets", "compose", "host"), hint=suggest(t.compose.host, self.stack.hosts))
 
     def _gpu_path(self, w: Workload) -> Path:
-        return ("models", w.name, "tensor_parallel") if w.kind == "model" else ("services", w.name, "resources", "gpus")
+        if w.kind == "model":
+            return ("models", w.name, "tensor_parallel")
+        return ("services", w.name, "resources", "gpus")
 
     def gpus(self, placement: Placement) -> None:
         for host_name, host in self.stack.hosts.items():
@@ -172,10 +176,11 @@ class _Checker:
             if total > available:
                 parts = ", ".join(f"{n} {self._gpu_formula(n, placement, host_name)}" for n in needed)
                 path: Path = ("hosts", host_name, "gpus", "count") if host.gpus else ("hosts", host_name)
+                takers = tuple((self._gpu_path(self.workloads[n]), f"`{n}` takes {k}") for n, k in needed.items())
                 self.error("HX306", f"host `{host_name}` has {available} GPU(s) but {total} are placed on it "
                                     f"({placement.target}): {parts}", path, key=host.gpus is None,
                            hint="lower replicas or tensor_parallel, or spread `hosts` over more machines",
-                           notes=tuple((self._gpu_path(self.workloads[n]), f"`{n}` takes {k}") for n, k in needed.items()))
+                           notes=takers)
             if host.gpus is None:
                 continue
             for name in dict.fromkeys(n for n, _ in users):

@@ -50,7 +50,7 @@ def compile_env(resolved: Resolved, spec_name: str, only: Iterable[str] = ()) ->
     bundle = Bundle()
     problems: list[Diagnostic] = []
     for target in chosen:
-        module: TargetModule = importlib.import_module(f"hxpc.compiler.targets.{target}")  # type: ignore[assignment]
+        module: TargetModule = importlib.import_module(f"hxpc.compiler.targets.{target}")
         try:
             bundle.add(stack.env, target, module.emit(stack, meta))
         except TargetError as exc:

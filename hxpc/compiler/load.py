@@ -11,12 +11,15 @@ keys and YAML syntax errors become diagnostics with file:line:column.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
+from ruamel.yaml.tag import Tag
 
 from hxpc.diagnostics import Diagnostic, Span
 
@@ -43,22 +46,63 @@ class LoadFailed(Exception):
         super().__init__(diagnostics[0].message if diagnostics else "load failed")
 
 
-def _yaml() -> YAML:
+_PLAIN = "tag:hxpc:plain"
+_STR, _SEQ, _MAP = _TAG + "str", _TAG + "seq", _TAG + "map"
+# One shared Tag object per kind: ruamel decodes a tag's URI anew for every
+# node that owns its own Tag, which dominated the time to load a large spec.
+_PLAIN_TAG, _STR_TAG, _SEQ_TAG, _MAP_TAG = (Tag(suffix=t) for t in (_PLAIN, _STR, _SEQ, _MAP))
+
+
+class _DeferredResolver(VersionedResolver):
+    """Leaves plain scalars untyped: `_Walker._scalar` types them by the YAML 1.2 core schema.
+
+    ruamel's resolver runs a version lookup and a regex scan in Python for every
+    node, which was two thirds of the time to load a large spec.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Tag:
+        if kind is ScalarNode:
+            return _PLAIN_TAG if implicit[0] else _STR_TAG
+        return _SEQ_TAG if kind is SequenceNode else _MAP_TAG
+
+
+def _yaml(pure: bool) -> YAML:
     try:
-        return YAML(typ="safe", pure=False)
-    except Exception:  # pragma: no cover - no C extension: same result, slower
-        return YAML(typ="safe", pure=True)
+        loader = YAML(typ="safe", pure=pure)
+    except Exception:  # noqa: BLE001  # pragma: no cover - no C extension: same result, slower
+        loader = YAML(typ="safe", pure=True)
+    loader.Resolver = _DeferredResolver
+    return loader
 
 
-_LOADER = _yaml()
+_LOADER = _yaml(pure=False)
+# The C parser (an old libyaml) rejects some valid YAML 1.2 that the pure
+# parser accepts, e.g. a colon inside a flow plain scalar: `{image: nginx:1.27}`.
+# It is only asked again when the fast parser fails, so valid specs stay fast.
+_PURE_LOADER = _yaml(pure=True)
+
+# YAML 1.2 core schema, as ruamel resolves it
+_NULL = frozenset({"", "~", "null", "Null", "NULL"})
+_BOOL = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+# a digit comes first (after the sign or prefix): `_`, `0x` and `._` are text, as ruamel reads them
+_INT = re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7][0-7_]*|0x[0-9a-fA-F][0-9a-fA-F_]*)$")
+_FLOAT = re.compile(r"^(?:[-+]?(?:\.[0-9][0-9_]*|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?"
+                    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+
+
+def _compose(text: str) -> Node | None:
+    try:
+        return _LOADER.compose(text)  # type: ignore[no-any-return]
+    except MarkedYAMLError:
+        return _PURE_LOADER.compose(text)  # type: ignore[no-any-return]
 
 
 def load_document(text: str, file: str) -> Document:
     """Parse one file; raise LoadFailed with every problem found in it."""
     try:
-        root = _LOADER.compose(text)
+        root = _compose(text)
     except MarkedYAMLError as exc:
-        raise LoadFailed([_syntax_diagnostic(exc, file)]) from None
+        raise LoadFailed([_syntax_diagnostic(exc, file, text)]) from None
     if root is None:
         span = Span(file, 1, 1, 1, 1)
         raise LoadFailed([Diagnostic("HX103", f"{file} holds no YAML document", span,
@@ -74,14 +118,19 @@ def load_document(text: str, file: str) -> Document:
     return Document(file, text, data, walker.values, walker.keys)
 
 
-def _syntax_diagnostic(exc: MarkedYAMLError, file: str) -> Diagnostic:
+def _syntax_diagnostic(exc: MarkedYAMLError, file: str, text: str) -> Diagnostic:
     mark = exc.problem_mark or exc.context_mark
     line = mark.line + 1 if mark is not None else 1
     col = mark.column + 1 if mark is not None else 1
+    lines = text.splitlines()
+    if lines and line > len(lines):
+        # "unexpected end of stream" marks the line after the last: show the last line's end
+        line, col = len(lines), len(lines[-1]) + 1
     problem = exc.problem or exc.context or "invalid YAML"
     context = f" ({exc.context})" if exc.context and exc.problem else ""
     hint = None
-    if "cannot start any token" in problem and "\t" in str(exc):
+    source = lines[line - 1] if 1 <= line <= len(lines) else ""
+    if "cannot start any token" in problem and source[col - 1 : col] == "\t":
         hint = "YAML indentation must use spaces, not tabs"
     return Diagnostic("HX101", f"{problem}{context}", Span(file, line, col, line, col + 1), hint=hint)
 
@@ -114,12 +163,14 @@ class _Walker:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_span = _span(key_node, self.file)
-            if key_node.tag == _TAG + "merge":
+            if (key_node.value == "<<" and key_node.ctag is _PLAIN_TAG) or key_node.tag == _TAG + "merge":
                 self.diagnostics.append(Diagnostic(
                     "HX109", "YAML merge keys (`<<`) are not supported", key_span,
                     hint="use `defaults:` or an environment overlay instead"))
                 continue
-            if not isinstance(key_node, ScalarNode) or key_node.tag not in (_TAG + "str", _TAG + "int"):
+            if not isinstance(key_node, ScalarNode) or (
+                    key_node.ctag is not _PLAIN_TAG and key_node.ctag is not _STR_TAG
+                    and key_node.tag not in (_STR, _TAG + "int")):
                 self.diagnostics.append(Diagnostic(
                     "HX109", "mapping keys must be plain names", key_span,
                     hint="quote the key to make it a string"))
@@ -138,8 +189,21 @@ class _Walker:
         return out
 
     def _scalar(self, node: ScalarNode, path: Path) -> Any:
-        tag, text = node.tag, node.value
-        if tag == _TAG + "str" or node.style in ("'", '"', "|", ">"):
+        ctag, text = node.ctag, node.value
+        if ctag is _STR_TAG or node.style in ("'", '"', "|", ">"):
+            return text
+        if ctag is _PLAIN_TAG:
+            if text in _NULL:
+                return None
+            if text in _BOOL:
+                return _BOOL[text]
+            if _INT.match(text):
+                return _int(text)
+            if _FLOAT.match(text):
+                return _float(text)
+            return text
+        tag = node.tag  # an explicit tag such as `!!int`
+        if tag == _STR:
             return text
         if tag == _TAG + "null":
             return None

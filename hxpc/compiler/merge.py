@@ -10,10 +10,9 @@ file that set a value and `hxpc explain` can show the whole history.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hxpc.compiler.load import Document, Path
 from hxpc.diagnostics import Diagnostic, Span
@@ -23,8 +22,7 @@ MODEL_DEFAULT_KEYS = frozenset({"restart", "resources", "env", "hosts", "replica
 MODEL_RESOURCE_KEYS = frozenset({"cpu", "memory"})
 
 
-@dataclass(frozen=True)
-class Layer:
+class Layer(NamedTuple):
     """One layer that set a value: which layer, and where its key and value stand."""
 
     source: str  # "base", "environments.<env>", "overlay", "defaults"
@@ -67,11 +65,20 @@ def _subtree(value: Any, path: Path) -> Iterator[Path]:
 
 
 def _without_nulls(value: Any) -> Any:
-    # RFC 7386: a null inside a value that is added whole still means "absent"
+    # RFC 7386: a null inside a mapping that is added whole still means "absent";
+    # a sequence is a value like any other, kept as it is (`[{a: null}]` stays so)
     if isinstance(value, dict):
         return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [_without_nulls(v) for v in value]
+        return [_copied(v) for v in value]
+    return value
+
+
+def _copied(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copied(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copied(v) for v in value]
     return value
 
 
@@ -79,8 +86,9 @@ class _Merger:
     def __init__(self, base: Document):
         self.base = base
         self.prov: dict[Path, list[Layer]] = {}
-        # the base document is shared by every environment's merge: never patch it in place
-        self.data: dict[str, Any] = {k: copy.deepcopy(v) for k, v in base.data.items() if k != "environments"}
+        # The base document is shared by every environment's merge, so it is never
+        # patched in place: each mapping on a patched path is copied first (copy on write).
+        self.data: dict[str, Any] = {k: v for k, v in base.data.items() if k != "environments"}
         for path, span in base.values.items():
             if path[:1] != ("environments",):
                 self.prov[path] = [Layer("base", span, base.keys.get(path))]
@@ -115,12 +123,13 @@ class _Merger:
             if isinstance(value, dict) and isinstance(current, dict):
                 self.prov.setdefault(here, []).append(
                     Layer(source, doc.values[src_here], doc.keys.get(src_here)))
+                target[key] = current = dict(current)
                 self._patch(current, value, here, doc, src_here, source)
                 continue
             had = key in target
             if had:
                 self._drop(current, here, keep_root=True)
-            target[key] = _without_nulls(copy.deepcopy(value))
+            target[key] = _without_nulls(value)  # copies every container on the way
             self._record(target[key], here, doc, src_here, source, append=had)
 
     def apply_defaults(self) -> None:
@@ -131,8 +140,10 @@ class _Merger:
             items = self.data.get(section)
             if not isinstance(items, dict):
                 continue
+            items = self.data[section] = dict(items)
             for name, item in items.items():
                 if isinstance(item, dict):
+                    items[name] = item = dict(item)
                     self._under(item, defaults, (section, name), ("defaults",), keys)
 
     def _under(self, target: dict[str, Any], defaults: dict[str, Any], path: Path,
@@ -146,12 +157,13 @@ class _Merger:
             if key not in target:
                 if only is not None and key == "resources" and isinstance(dvalue, dict):
                     dvalue = {k: v for k, v in dvalue.items() if k in MODEL_RESOURCE_KEYS}
-                target[key] = copy.deepcopy(dvalue)
+                target[key] = _without_nulls(dvalue)
                 for sub in _subtree(target[key], here):
                     self.prov[sub] = list(self.prov[(*dhere, *sub[len(here):])])
                 continue
             self.prov[here] = self.prov[dhere] + self.prov.get(here, [])
             if isinstance(target[key], dict) and isinstance(dvalue, dict):
+                target[key] = dict(target[key])
                 sub_only = MODEL_RESOURCE_KEYS if only is not None and key == "resources" else None
                 self._under(target[key], dvalue, here, dhere, sub_only)
 

@@ -50,6 +50,7 @@ def resources_report(resolved: ResolvedStack) -> dict[str, Any]:
                              "headroom": None if host.memory is None else host.memory - mem},
             "replicas": replicas,
         })
-    unplaced = sorted(n for n, reps in (placement.replicas.items() if placement else ()) if any(r.host is None for r in reps))
+    placed = placement.replicas.items() if placement else ()
+    unplaced = sorted(n for n, reps in placed if any(r.host is None for r in reps))
     return {"project": resolved.project, "env": resolved.env,
             "placement": placement.target if placement else None, "hosts": hosts, "unplaced": unplaced}

@@ -177,9 +177,24 @@ class Volume(_Model):
     size: Size | None = None
 
 
+_METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
+_LABEL_MATCHER = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
+
+
 class Slo(_Model):
     availability: float = Field(gt=0, lt=100, description="target percentage of good requests, e.g. 99.9")
     latency_p99: Duration | None = None
+    requests_metric: str = Field(
+        "http_requests_total", pattern=_METRIC_NAME,
+        description="counter of all requests the SLO counts; default `http_requests_total`")
+    errors_selector: str = Field(
+        'code=~"5.."', pattern=_LABEL_MATCHER,
+        description="one label matcher that picks the failed requests out of `requests_metric`; "
+                    "default `code=~\"5..\"`")
+    latency_metric: str = Field(
+        "http_request_duration_seconds", pattern=_METRIC_NAME,
+        description="histogram (in seconds, without `_bucket`) that `latency_p99` is checked against; "
+                    "default `http_request_duration_seconds`")
 
 
 class Service(_Model):
@@ -294,9 +309,23 @@ class Stack(_Model):
         {}, description="inline overlays by environment name, merged over the base (RFC 7386)")
 
 
-def json_schema() -> dict[str, Any]:
+def _without_required(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_required(v) for k, v in node.items() if k != "required"}
+    if isinstance(node, list):
+        return [_without_required(v) for v in node]
+    return node
+
+
+def json_schema(overlay: bool = False) -> dict[str, Any]:
+    """The spec's JSON Schema; `overlay=True` gives the schema of an overlay file (every field optional)."""
     schema = Stack.model_json_schema(by_alias=True)
+    if overlay:
+        # an overlay file sets only what differs; `null` deletes, so any value may also be null
+        schema = _without_required(schema)
+        schema["properties"].pop("environments", None)
+    name = "hxpc.overlay.schema.json" if overlay else "hxpc.schema.json"
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://hxpc.dev/schemas/hxpc.schema.json"
-    schema["title"] = "hxpc stack spec, apiVersion hxpc/v1"
+    schema["$id"] = f"https://hxpc.dev/schemas/{name}"
+    schema["title"] = f"hxpc {'overlay file' if overlay else 'stack spec'}, apiVersion hxpc/v1"
     return schema

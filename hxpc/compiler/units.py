@@ -79,12 +79,9 @@ def format_duration(ms: int) -> str:
 
 
 def format_size(size: int) -> str:
-    """Bytes -> a Kubernetes quantity, binary units first: 2147483648 -> `2Gi`."""
-    for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
-        factor = _SIZE_FACTOR[suffix]
-        if size and size % factor == 0:
-            return f"{size // factor}{suffix}"
-    for suffix in ("E", "P", "T", "G", "M", "k"):
+    """Bytes -> a Kubernetes quantity in the largest unit that divides it: 2147483648 -> `2Gi`, 10**12 -> `1T`."""
+    # the largest exact unit, binary or decimal: `4G` must not come out as `3906250Ki`
+    for suffix in ("Ei", "E", "Pi", "P", "Ti", "T", "Gi", "G", "Mi", "M", "Ki", "k"):
         factor = _SIZE_FACTOR[suffix]
         if size and size % factor == 0:
             return f"{size // factor}{suffix}"

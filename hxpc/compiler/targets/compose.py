@@ -1,0 +1,345 @@
+"""The Compose target: one `compose.yaml` per environment, and the document it holds as data.
+
+`compose_document(stack, meta)` builds the Compose Specification document
+(project `<project>-<env>`, one service per spec service or model, named
+volumes, file/environment secrets) and `emit` writes it with hxpc's header.
+The Docker apply backend creates containers from exactly this document, so
+each service also carries what Compose itself has no field for under the
+`x-hxpc` extension key: the workload it belongs to, the env-var -> secret
+mapping to inject at apply time, and every replica's host ports and GPU
+devices. Decisions the spec leaves open, each taken to keep the file correct
+when run by `docker compose up` as well as by `hxpc apply`:
+
+- GPUs: with `targets.compose.host`, replicas get the placement's device ids.
+  Compose applies one `device_ids` list to every replica of a service, so a
+  GPU workload with replicas > 1 is split into one service per replica
+  (`<name>-<i>`, `deploy.replicas: 1`, its own devices and host ports), each
+  answering to the spec name through a network alias and all of them awaited
+  by dependents. Without a host, `count: <gpus>` (Docker hands out GPUs
+  0..count-1, so workloads may share GPUs: name a host to pin them).
+  `CUDA_VISIBLE_DEVICES` is not set: the container only sees its devices,
+  renumbered from 0, so host indices would point at GPUs it does not have.
+- Secrets: Compose can only mount them as files (`/run/secrets/<secret>`),
+  so a service gets `<VAR>_FILE=/run/secrets/<secret>` (the convention of the
+  official postgres/mysql/... images; `HF_TOKEN` gets `HF_TOKEN_PATH`, which
+  huggingface_hub reads) unless its `env` sets that variable itself, and
+  `x-hxpc.secrets` records `VAR: secret` for apply to inject the value into
+  `VAR` itself. Values never appear; top-level secrets name only their source.
+- Health checks: `exec` runs as `CMD`. A model's HTTP check uses the vLLM
+  image's python3. Other http/tcp checks cannot assume a tool in the image, so
+  a `CMD-SHELL` script uses the first of curl, wget, python3 or bash
+  (`/dev/tcp`) it finds for http, and bash, nc or python3 for tcp; an image
+  without `/bin/sh` needs an `exec` check.
+- Volumes are named `<name>-<volume>` (Docker volume `<project>-<env>_<key>`).
+  Docker's local driver has no size limit, so `size` is kept as the volume's
+  `hxpc.dev/size` label (a capacity note, not a quota) rather than refused,
+  which would make every Kubernetes-sized spec uncompilable for compose.
+  Replicas of one service share its volumes, as on systemd.
+- Models get `shm_size` (NCCL and vLLM's worker queues need far more than
+  Docker's 64 MiB /dev/shm) rather than `ipc: host`, which would share the
+  host's IPC namespace; a hub model gets the shared `hf_cache` volume so a
+  recreated container does not download its weights again, and a model whose
+  source is a local path gets that path bind-mounted read-only.
+- Every container drops all capabilities and adds back only the five that
+  common images' entrypoints need to chown their data and switch user
+  (postgres, redis), with `no-new-privileges`. `restart: never` is `"no"`.
+- `$` in any value is written `$$`: Compose would otherwise interpolate it
+  (`unescape_document` undoes that for consumers that bypass Compose).
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hxpc.compiler import yamlout
+from hxpc.compiler.bundle import Meta, TargetError, object_hash
+from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
+from hxpc.compiler.units import format_duration, format_size
+from hxpc.diagnostics import Diagnostic
+
+FILE = "compose.yaml"
+HASH_LABEL = "hxpc.dev/hash"
+SECRETS_DIR = "/run/secrets"
+# `_` never occurs in a generated `<name>-<volume>` key (both are DNS labels), so this cannot collide
+HF_CACHE_VOLUME = "hf_cache"
+HF_CACHE_PATH = "/root/.cache/huggingface"  # vllm/vllm-openai runs as root with the default HF_HOME
+# variables whose file-path companion is not `<VAR>_FILE`
+FILE_VARS = {"HF_TOKEN": "HF_TOKEN_PATH"}
+CAP_ADD = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
+RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
+SHM_MIN_GIB, SHM_GIB_PER_GPU = 2, 1
+
+_PY_HTTP = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=int(sys.argv[2]))"
+_PY_TCP = ('import socket, sys; '
+           'socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=int(sys.argv[2])).close()')
+
+
+def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
+    return {FILE: meta.header() + yamlout.dump(compose_document(stack, meta))}
+
+
+def compose_document(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
+    """The Compose document as data, `$` already escaped as `$$` the way Compose reads it."""
+    plan = _plan(stack)
+    host_set = "compose" in stack.placements
+    services: dict[str, Any] = {}
+    volumes: dict[str, Any] = {}
+    used_secrets: set[str] = set()
+    for name, workload, replicas, split in plan.units:
+        services[name] = _service(workload, replicas, split, stack, plan.members, meta, host_set)
+        used_secrets.update(workload.secrets.values())
+        for vname, volume in sorted(workload.volumes.items()):
+            labels = dict(meta.owner_labels)
+            if volume.size is not None:
+                labels["hxpc.dev/size"] = format_size(volume.size)
+            volumes[f"{workload.name}-{vname}"] = {"name": f"{meta.project}-{meta.env}_{workload.name}-{vname}",
+                                                   "labels": labels}
+        if workload.model is not None and not workload.model.source.startswith("/"):
+            volumes[HF_CACHE_VOLUME] = {"name": f"{meta.project}-{meta.env}_{HF_CACHE_VOLUME}",
+                                        "labels": dict(meta.owner_labels)}
+    doc: dict[str, Any] = {"name": f"{meta.project}-{meta.env}", "services": services}
+    if volumes:
+        doc["volumes"] = _escape(volumes)
+    if used_secrets:
+        doc["secrets"] = _escape({s: _secret_source(stack, s) for s in sorted(used_secrets)})
+    return doc
+
+
+def unescape_document(value: Any) -> Any:
+    """What Compose reads from the document: `$$` back to `$` in every string value."""
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, dict):
+        return {k: unescape_document(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unescape_document(v) for v in value]
+    return value
+
+
+@dataclass
+class _Plan:
+    """Which Compose services exist: (name, workload, its replicas, split?) and each workload's services."""
+
+    units: list[tuple[str, Workload, tuple[Replica, ...], bool]] = field(default_factory=list)
+    members: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _plan(stack: ResolvedStack) -> _Plan:
+    placement = stack.placements.get("compose")
+    plan = _Plan()
+    problems: list[Diagnostic] = []
+    for w in stack.workloads.values():
+        if not w.image:  # validation reports HX309 first; this guards callers that skip it
+            problems.append(_limit(w, "image", f"{w.kind} `{w.name}` has no `image`, which the compose target needs"))
+            continue
+        replicas = placement.replicas[w.name] if placement is not None else tuple(
+            Replica(i, None, {p: n + i for p, n in w.ports.items()}, ()) for i in range(w.replicas))
+        if placement is not None and w.gpus and w.replicas > 1:
+            names = [f"{w.name}-{r.index}" for r in replicas]
+            plan.units.extend((n, w, (r,), True) for n, r in zip(names, replicas, strict=True))
+        else:
+            names = [w.name]
+            plan.units.append((w.name, w, replicas, False))
+        plan.members[w.name] = names
+    seen: dict[str, Workload] = {}
+    for name, w, _, split in plan.units:
+        first = seen.setdefault(name, w)
+        if first is w:
+            continue
+        # only a split replica `<a>-<i>` can meet a spec name, and only one that is not split itself
+        splitter, other = (w, first) if split else (first, w)
+        problems.append(_limit(splitter, "replicas", (
+            f"compose runs each GPU replica of `{splitter.name}` as its own service `{splitter.name}-<i>`, "
+            f"and `{name}` is already the name of {other.kind} `{other.name}`")))
+    if problems:
+        raise TargetError(problems)
+    return plan
+
+
+def _limit(w: Workload, key: str, message: str) -> Diagnostic:
+    section = "models" if w.kind == "model" else "services"
+    return Diagnostic("HX401", f"{message} (field `{section}.{w.name}.{key}`, target compose)",
+                      hint="rename the workload, or set replicas: 1 and declare the replicas as separate entries"
+                      if key == "replicas" else None)
+
+
+def _service(w: Workload, replicas: tuple[Replica, ...], split: bool, stack: ResolvedStack,
+             members: dict[str, list[str]], meta: Meta, host_set: bool) -> dict[str, Any]:
+    svc: dict[str, Any] = {"image": w.image}
+    if w.command is not None:
+        svc["entrypoint"] = list(w.command)
+    if w.args:
+        svc["command"] = list(w.args)
+    env = dict(w.env)
+    for var, secret in w.secrets.items():
+        env.setdefault(FILE_VARS.get(var, f"{var}_FILE"), f"{SECRETS_DIR}/{secret}")
+    if env:
+        svc["environment"] = dict(sorted(env.items()))
+    if w.secrets:
+        svc["secrets"] = sorted(set(w.secrets.values()))
+    if w.ports:
+        by_port = sorted(w.ports.items(), key=lambda kv: (kv[1], kv[0]))
+        svc["ports"] = [_port(replicas, pname, port) for pname, port in by_port]
+    svc["deploy"] = _deploy(w, replicas, host_set)
+    if w.probe is not None:
+        svc["healthcheck"] = _healthcheck(w, w.probe)
+    depends = _depends_on(w, stack, members)
+    if depends:
+        svc["depends_on"] = depends
+    mounts: list[dict[str, Any]] = [{"type": "volume", "source": f"{w.name}-{vname}", "target": v.path}
+              for vname, v in sorted(w.volumes.items())]
+    if w.model is not None:
+        # NCCL between tensor-parallel ranks and vLLM's worker queues live in /dev/shm; tmpfs pages count
+        # against the memory limit only when used, so a generous cap costs nothing until it is needed
+        svc["shm_size"] = f"{max(SHM_MIN_GIB, SHM_GIB_PER_GPU * w.gpus)}g"
+        if w.model.source.startswith("/"):
+            mounts.append({"type": "bind", "source": w.model.source, "target": w.model.source, "read_only": True})
+        else:
+            mounts.append({"type": "volume", "source": HF_CACHE_VOLUME, "target": HF_CACHE_PATH})
+    if mounts:
+        svc["volumes"] = mounts
+    if split:
+        svc["networks"] = {"default": {"aliases": [w.name]}}
+    svc["restart"] = RESTART[w.restart]
+    svc["cap_drop"] = ["ALL"]
+    svc["cap_add"] = list(CAP_ADD)
+    svc["security_opt"] = ["no-new-privileges:true"]
+    svc["x-hxpc"] = {
+        "workload": w.name,
+        "kind": w.kind,
+        "secrets": dict(sorted(w.secrets.items())),
+        "replicas": [{"index": r.index, "ports": dict(sorted(r.host_ports.items())),
+                      "devices": list(r.gpu_devices)} for r in replicas],
+    }
+    svc["labels"] = dict(meta.owner_labels)
+    svc = _escape(svc)
+    svc["labels"][HASH_LABEL] = object_hash(svc)
+    return svc
+
+
+def _port(replicas: tuple[Replica, ...], name: str, port: int) -> str:
+    """Replica i publishes `port + i`: one range for the service, which Compose deals out per replica."""
+    if len(replicas) <= 1:
+        return f"{replicas[0].host_ports[name] if replicas else port}:{port}"
+    first = replicas[0].host_ports[name]
+    return f"{first}-{first + len(replicas) - 1}:{port}"
+
+
+def _deploy(w: Workload, replicas: tuple[Replica, ...], host_set: bool) -> dict[str, Any]:
+    deploy: dict[str, Any] = {"replicas": len(replicas)}
+    limits: dict[str, Any] = {}
+    if w.cpu_millis is not None:
+        limits["cpus"] = w.cpu_millis // 1000 if w.cpu_millis % 1000 == 0 else w.cpu_millis / 1000
+    if w.memory_bytes is not None:
+        limits["memory"] = _docker_bytes(w.memory_bytes)
+    resources: dict[str, Any] = {}
+    if limits:
+        resources["limits"] = limits
+    if w.gpus:
+        device: dict[str, Any] = {"driver": "nvidia", "capabilities": ["gpu"]}
+        if host_set and len(replicas) == 1:
+            device["device_ids"] = [str(d) for d in replicas[0].gpu_devices]
+        else:  # no host budget to pin against (or no replica at all)
+            device["count"] = w.gpus
+        resources["reservations"] = {"devices": [device]}
+    if resources:
+        deploy["resources"] = resources
+    return deploy
+
+
+def _docker_bytes(size: int) -> str:
+    """Docker's byte units are binary whatever their spelling (`1g` = 1 GiB); exact, else plain bytes."""
+    for unit, factor in (("t", 2**40), ("g", 2**30), ("m", 2**20), ("k", 2**10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size}b"
+
+
+def _healthcheck(w: Workload, probe: Probe) -> dict[str, Any]:
+    seconds = max(1, math.ceil(probe.timeout_ms / 1000))
+    if probe.kind == "exec":
+        test = ["CMD", *(probe.command or ())]
+    elif probe.port is None:
+        raise TargetError([_limit(w, "health", f"the health check of `{w.name}` names no known port")])
+    elif probe.kind == "http" and w.kind == "model":
+        test = ["CMD", "python3", "-c", _PY_HTTP, _url(probe.port, probe.path), str(seconds)]
+    elif probe.kind == "http":
+        test = ["CMD-SHELL", _http_script(probe.port, probe.path, seconds)]
+    else:
+        test = ["CMD-SHELL", _tcp_script(probe.port, seconds)]
+    return {"test": test, "interval": format_duration(probe.interval_ms), "timeout": format_duration(probe.timeout_ms),
+            "retries": probe.retries, "start_period": format_duration(probe.start_period_ms)}
+
+
+def _path(path: str | None) -> str:
+    path = path or "/"
+    return path if path.startswith("/") else "/" + path
+
+
+def _url(port: int, path: str | None) -> str:
+    return f"http://127.0.0.1:{port}{_path(path)}"
+
+
+def _first_of(branches: Iterable[tuple[str, str]], missing: str) -> str:
+    """A POSIX sh chain running the first available tool's check (exactly one runs, its status is the result)."""
+    parts = [f"{'if' if i == 0 else 'elif'} command -v {tool} >/dev/null 2>&1; then {check}"
+             for i, (tool, check) in enumerate(branches)]
+    parts.append(f"else echo {shlex.quote(f'hxpc health check: the image has none of {missing}')} >&2; exit 1; fi")
+    return "; ".join(parts)
+
+
+def _http_script(port: int, path: str | None, seconds: int) -> str:
+    url = shlex.quote(_url(port, path))
+    target = shlex.quote(_path(path))
+    raw = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+           f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n" {target} >&3 && '
+           'head -n 1 <&3 | grep -qE "^HTTP/[0-9.]+ [23]"')
+    return _first_of([
+        ("curl", f"curl -fsS -o /dev/null -m {seconds} {url}"),
+        ("wget", f"wget -q -O /dev/null -T {seconds} {url}"),
+        ("python3", f"python3 -c {shlex.quote(_PY_HTTP)} {url} {seconds}"),
+        ("bash", f"bash -c {shlex.quote(raw)}"),
+    ], "curl, wget, python3, bash")
+
+
+def _tcp_script(port: int, seconds: int) -> str:
+    return _first_of([
+        ("bash", f"bash -c {shlex.quote(f'exec 3<>/dev/tcp/127.0.0.1/{port}')}"),
+        ("nc", f"nc -z -w {seconds} 127.0.0.1 {port}"),
+        ("python3", f"python3 -c {shlex.quote(_PY_TCP)} {port} {seconds}"),
+    ], "bash, nc, python3")
+
+
+def _depends_on(w: Workload, stack: ResolvedStack, members: dict[str, list[str]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dep in w.depends_on:
+        target = stack.workloads.get(dep)
+        if target is None or dep not in members:
+            continue  # validation reports unknown dependencies (HX301)
+        if target.replicas == 0:
+            # scaled to zero in this environment: nothing to wait for, and Compose must not refuse to start
+            cond: dict[str, Any] = {"condition": "service_started", "required": False}
+        else:
+            cond = {"condition": "service_healthy" if target.probe is not None else "service_started"}
+        for name in members[dep]:
+            out[name] = dict(cond)
+    return out
+
+
+def _secret_source(stack: ResolvedStack, name: str) -> dict[str, str]:
+    secret = stack.spec.secrets[name]
+    return {"environment": secret.env} if secret.env is not None else {"file": secret.file or ""}
+
+
+def _escape(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    return value

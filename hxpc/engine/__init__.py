@@ -1,0 +1,43 @@
+"""The engine: read live systems, plan the change, apply it safely; one backend per live system.
+
+The API the command line uses is small: `plan_live(backends, waves, ...)`
+reads every backend once and returns a `Plan`; `render_text`,
+`render_markdown` and `render_json` show it; `load_plan` reads a saved one;
+`apply(plan, backends, env=..., spec_hash=...)` executes it (with
+`ApplyOptions` for parallelism, metrics file and so on, and `make_progress()`
+for the live view); `collect_status` reports live health. Backends implement
+`hxpc.engine.backend.Backend`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from hxpc.engine.apply import ApplyOptions, apply
+from hxpc.engine.backend import Backend, read_live, retry_transient
+from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
+from hxpc.engine.plan import Plan, load_plan, make_plan
+from hxpc.engine.progress import make_progress
+from hxpc.engine.render import render_json, render_markdown, render_text
+from hxpc.engine.report import ApplyFailed, ApplyInterrupted, ApplyReport
+from hxpc.engine.status import collect_status, render_status_json, render_status_text
+
+
+def plan_live(backends: Mapping[str, Backend], waves: Sequence[Sequence[str]], *, project: str, env: str,
+              spec_hash: str, spec_file: str = "", targets: Iterable[str] = ()) -> Plan:
+    """Read every backend once (transient failures retried) and plan against what is live."""
+    desired: dict[ObjectKey, DesiredObject] = {}
+    live: dict[ObjectKey, LiveObject] = {}
+    for target in sorted(backends):
+        backend = backends[target]
+        desired.update(backend.desired())
+        live.update(retry_transient(lambda b=backend: read_live(b)))  # type: ignore[misc]
+    return make_plan(desired, live, waves, project=project, env=env, spec_hash=spec_hash,
+                     targets=[*targets, *backends], spec_file=spec_file)
+
+
+__all__ = [
+    "ApplyFailed", "ApplyInterrupted", "ApplyOptions", "ApplyReport", "Backend", "Plan", "apply", "collect_status",
+    "load_plan", "make_plan", "make_progress", "plan_live", "render_json", "render_markdown", "render_status_json",
+    "render_status_text", "render_text",
+]

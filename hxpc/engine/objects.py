@@ -1,0 +1,185 @@
+"""The nouns every backend and the engine share: object keys, desired and live objects, changes.
+
+An `ObjectKey` names one live object (target, scope such as a host, namespace
+or Docker project, kind, name). A backend describes what should exist as
+`DesiredObject`s and what does exist as `LiveObject`s whose `state` dicts have
+the same normalized shape, so that equal dicts mean "nothing to do". State
+never holds a secret's value (only references); `secret_paths` additionally
+marks paths whose values are shown as `(sensitive)` in every change, plan and
+rendering, so a backend that reads a value back cannot leak it. The live
+`fingerprint` is a hash of the redacted state and the object's identity: it is
+what a saved plan was made against.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SENSITIVE = "(sensitive)"
+
+PathPart = str | int
+Path = tuple[PathPart, ...]
+ChangeOp = Literal["add", "remove", "change"]
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """One live object: `target:scope/kind/name`, e.g. `compose:hxp-prod/container/api-1`."""
+
+    target: str
+    scope: str
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.target}:{self.scope}/{self.kind}/{self.name}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"target": self.target, "scope": self.scope, "kind": self.kind, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ObjectKey:
+        return cls(str(data["target"]), str(data["scope"]), str(data["kind"]), str(data["name"]))
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How long the health gate waits for an object after it changed, and how often it probes."""
+
+    budget_s: float
+    interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class DesiredObject:
+    """What should exist. `workload` is the spec service or model it belongs to (None: shared,
+    e.g. a network), which places it in a wave. `replace_on` lists top-level state keys whose
+    change needs the object recreated rather than updated in place (`"*"`: any change).
+    `extra` carries backend data apply needs but the diff ignores (secret references, probes)."""
+
+    key: ObjectKey
+    state: Mapping[str, Any]
+    workload: str | None = None
+    secret_paths: frozenset[Path] = frozenset()
+    replace_on: tuple[str, ...] = ()
+    gate: Gate | None = None
+    should_run: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LiveObject:
+    """What exists. Only `owned` objects (carrying this project's and environment's ownership
+    labels) may be changed or deleted. `version` is the live instance's identity (a container
+    id): part of the fingerprint, not of the diff. `running` is None where it does not apply."""
+
+    key: ObjectKey
+    state: Mapping[str, Any]
+    owned: bool = True
+    workload: str | None = None
+    depends_on: tuple[str, ...] = ()
+    secret_paths: frozenset[Path] = frozenset()
+    version: str | None = None
+    running: bool | None = None
+    status: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
+
+LiveState = Mapping[ObjectKey, LiveObject]
+RawState = Any  # whatever a backend's read_raw returns; only its own parse reads it
+
+
+@dataclass(frozen=True)
+class Change:
+    """One field-level difference between live (`old`) and desired (`new`), already redacted."""
+
+    op: ChangeOp
+    path: Path
+    old: Any = None
+    new: Any = None
+
+    @property
+    def where(self) -> str:
+        return format_path(self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"op": self.op, "path": list(self.path), "old": self.old, "new": self.new}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Change:
+        op = data["op"]
+        if op not in ("add", "remove", "change"):
+            raise ValueError(f"unknown change op {op!r}")
+        return cls(op, tuple(data["path"]), data.get("old"), data.get("new"))
+
+
+def format_path(path: Path) -> str:
+    """`env.LOG_LEVEL`, `args[2]`, `labels["com.docker.compose.project"]`."""
+    out = ""
+    for i, part in enumerate(path):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENT.match(part):
+            out += part if i == 0 else f".{part}"
+        else:
+            out += f"[{json.dumps(part)}]"
+    return out or "(root)"
+
+
+def is_secret(path: Path, secret_paths: Iterable[Path]) -> bool:
+    return any(path[: len(s)] == s for s in secret_paths)
+
+
+def redact(value: Any, secret_paths: Iterable[Path], at: Path = ()) -> Any:
+    """A copy of `value` (found at `at`) with every secret path inside it replaced by SENSITIVE."""
+    secrets = [s for s in secret_paths]
+    if not secrets:
+        return value
+    if is_secret(at, secrets):
+        return SENSITIVE
+    inner = [s[len(at):] for s in secrets if len(s) > len(at) and s[: len(at)] == at]
+    if not inner:
+        return value
+    out = copy.deepcopy(value)
+    for rel in inner:
+        _replace(out, rel)
+    return out
+
+
+def _replace(node: Any, rel: Path) -> None:
+    for part in rel[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    last = rel[-1]
+    in_dict = isinstance(node, dict) and last in node
+    in_list = isinstance(node, list) and isinstance(last, int) and -len(node) <= last < len(node)
+    if in_dict or in_list:
+        node[last] = SENSITIVE
+
+
+def state_hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint(live: LiveObject) -> str:
+    """Hash of the redacted state, ownership and identity: a secret's value never enters a plan,
+    not even hashed, so a secret-only change is not detected here (it is resolved at apply)."""
+    return state_hash({"state": redact(dict(live.state), live.secret_paths), "owned": live.owned,
+                       "version": live.version})
+
+
+def desired_hash(obj: DesiredObject) -> str:
+    return state_hash(redact(dict(obj.state), obj.secret_paths))

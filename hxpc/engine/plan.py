@@ -1,0 +1,290 @@
+"""Plans: the ordered actions that turn the live state into the desired one, and saved-plan checks.
+
+`make_plan` is pure: for every desired object it chooses create, update,
+replace, restart or noop (with a reason), every owned live object the spec no
+longer has becomes a delete, and a live object with a desired name that is not
+this project's and environment's is a `NameClash` raised before anything is
+touched. Waves follow the dependency graph: shared objects (networks, volumes)
+first, then the workload waves, then deletes in reverse dependency order. A
+plan serializes to versioned JSON (see `Plan.to_dict`); `check_matches` and
+`check_fresh` refuse a saved plan whose environment, spec or touched live
+objects changed since it was made.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from hxpc.engine.diff import creation_changes, diff_states, short, summarize
+from hxpc.engine.objects import (
+    Change,
+    DesiredObject,
+    LiveObject,
+    LiveState,
+    ObjectKey,
+    desired_hash,
+    fingerprint,
+    format_path,
+)
+from hxpc.errors import BackendError, StalePlan, UsageError
+
+FORMAT_VERSION = 1
+ActionKind = Literal["create", "update", "replace", "delete", "restart", "noop"]
+KINDS: tuple[ActionKind, ...] = ("create", "update", "replace", "delete", "restart", "noop")
+SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "restart": "~", "noop": " "}
+
+
+class NameClash(BackendError):
+    """Objects hxpc would create or change exist but are not this project's and environment's."""
+
+    def __init__(self, keys: Sequence[ObjectKey], project: str, env: str):
+        self.keys = list(keys)
+        lines = [f"  {k}: exists without hxpc's ownership labels for {project}/{env}" for k in self.keys]
+        super().__init__("refusing to plan: objects in the way, which hxpc never touches; rename or remove them:\n"
+                         + "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    key: ObjectKey
+    wave: int
+    reason: str
+    changes: tuple[Change, ...] = ()
+    fingerprint: str | None = None     # of the live object planned against; None when absent
+    desired_hash: str | None = None    # of the desired state; None for deletes
+    workload: str | None = None
+
+    @property
+    def touches(self) -> bool:
+        return self.kind != "noop"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "key": self.key.to_dict(), "address": str(self.key), "wave": self.wave,
+                "workload": self.workload, "reason": self.reason, "changes": [c.to_dict() for c in self.changes],
+                "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Action:
+        kind = data["kind"]
+        if kind not in KINDS:
+            raise ValueError(f"unknown action kind {kind!r}")
+        return cls(kind, ObjectKey.from_dict(data["key"]), int(data["wave"]), str(data["reason"]),
+                   tuple(Change.from_dict(c) for c in data.get("changes", [])), data.get("fingerprint"),
+                   data.get("desired_hash"), data.get("workload"))
+
+
+@dataclass(frozen=True)
+class Plan:
+    project: str
+    env: str
+    spec_hash: str
+    targets: tuple[str, ...]
+    actions: tuple[Action, ...]
+    spec_file: str = ""
+
+    @property
+    def touched(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.touches)
+
+    @property
+    def has_changes(self) -> bool:
+        return any(a.touches for a in self.actions)
+
+    def counts(self) -> dict[str, int]:
+        counted = Counter(a.kind for a in self.actions)
+        return {k: counted.get(k, 0) for k in KINDS}
+
+    def waves(self) -> list[tuple[int, list[Action]]]:
+        """(wave, actions) in execution order, noops included."""
+        grouped: dict[int, list[Action]] = {}
+        for a in self.actions:
+            grouped.setdefault(a.wave, []).append(a)
+        return sorted(grouped.items())
+
+    def summary_line(self) -> str:
+        n = self.counts()
+        if not self.has_changes:
+            return "No changes. The live state matches the spec."
+        line = (f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, "
+                f"{n['delete']} to destroy")
+        return line + (f", {n['restart']} to restart." if n["restart"] else ".")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The saved-plan format, version 1 (`hxpc plan -o PLAN`, `--format json`).
+
+        Top level: `format_version` (1), `project`, `env`, `spec_file` (as given to
+        `hxpc plan`), `spec_hash` (of the merged spec; `apply PLAN` refuses another),
+        `targets`, `summary` (count per action kind) and `actions`, ordered by wave and
+        then by address. Each action: `kind` (create|update|replace|delete|restart|noop),
+        `key` {target, scope, kind, name}, `address` (`target:scope/kind/name`), `wave`
+        (0-based execution order; deletes come after every create and update),
+        `workload` (the spec service or model, or null for shared objects), `reason`,
+        `changes` [{op: add|remove|change, path: [keys and list indexes], old, new}]
+        with secret values shown as "(sensitive)", `fingerprint` (hash of the live
+        object planned against, null when absent) and `desired_hash`. No timestamps:
+        the same spec and live state give byte-identical JSON.
+        """
+        return {"format_version": FORMAT_VERSION, "project": self.project, "env": self.env,
+                "spec_file": self.spec_file, "spec_hash": self.spec_hash, "targets": list(self.targets),
+                "summary": self.counts(), "actions": [a.to_dict() for a in self.actions]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise UsageError(f"saved plan has format_version {version!r}; this hxpc reads {FORMAT_VERSION}")
+        try:
+            return cls(str(data["project"]), str(data["env"]), str(data["spec_hash"]),
+                       tuple(data["targets"]), tuple(Action.from_dict(a) for a in data["actions"]),
+                       str(data.get("spec_file", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UsageError(f"saved plan is malformed: {exc}") from None
+
+
+def load_plan(text: str) -> Plan:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"saved plan is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise UsageError("saved plan is not a JSON object")
+    return Plan.from_dict(data)
+
+
+def _ranks(waves: Sequence[Sequence[str]]) -> dict[str, int]:
+    return {name: i for i, wave in enumerate(waves) for name in wave}
+
+
+def _delete_rank(obj: LiveObject, ranks: dict[str, int], live_deps: dict[str, tuple[str, ...]],
+                 seen: dict[str, int]) -> int:
+    """Dependency depth of a deleted object's workload: the spec's wave when it is still declared,
+    else derived from the depends_on recorded on the live objects (a cycle counts as depth 0)."""
+    name = obj.workload
+    if name is None:
+        return -1
+
+    def depth(w: str, path: frozenset[str]) -> int:
+        if w in ranks:
+            return ranks[w]
+        if w in seen:
+            return seen[w]
+        if w in path:
+            return 0
+        deps = [depth(d, path | {w}) for d in live_deps.get(w, ())]
+        seen[w] = 1 + max(deps) if deps else 0
+        return seen[w]
+
+    return depth(name, frozenset())
+
+
+def _decide(want: DesiredObject, have: LiveObject | None) -> tuple[ActionKind, str, tuple[Change, ...]]:
+    secrets = want.secret_paths | (have.secret_paths if have else frozenset())
+    if have is None:
+        return "create", "new in spec", creation_changes(want.state, secrets)
+    changes = diff_states(have.state, want.state, secrets)
+    if changes:
+        replace = "*" in want.replace_on or any(c.path[0] in want.replace_on for c in changes if c.path)
+        return ("replace" if replace else "update"), summarize(changes), changes
+    if want.should_run and have.running is False:
+        return "restart", f"not running ({have.status or 'stopped'})", ()
+    return "noop", "unchanged", ()
+
+
+def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves: Sequence[Sequence[str]], *,
+              project: str, env: str, spec_hash: str, targets: Iterable[str] = (), spec_file: str = "") -> Plan:
+    """The plan from desired objects, live objects (owned or clashing) and the workload waves."""
+    clashes = sorted(k for k in desired if k in live and not live[k].owned)
+    if clashes:
+        raise NameClash(clashes, project, env)
+    ranks = _ranks(waves)
+    last = len(waves)
+    live_deps = {o.workload: o.depends_on for o in live.values() if o.workload and o.depends_on}
+    pending: list[tuple[str, int, ObjectKey, ActionKind, str, tuple[Change, ...], str | None, str | None,
+                        str | None]] = []
+    for key, want in desired.items():
+        have = live.get(key)
+        kind, reason, changes = _decide(want, have)
+        rank = -1 if want.workload is None else ranks.get(want.workload, last)
+        pending.append(("apply", rank, key, kind, reason, changes, fingerprint(have) if have else None,
+                        desired_hash(want), want.workload))
+    seen: dict[str, int] = {}
+    for key, have in live.items():
+        if key in desired or not have.owned:
+            continue  # objects that are not ours and not in the way are none of our business
+        rank = _delete_rank(have, ranks, live_deps, seen)
+        pending.append(("delete", rank, key, "delete", "not in spec: prune", (), fingerprint(have), None,
+                        have.workload))
+    apply_ranks = sorted({p[1] for p in pending if p[0] == "apply"})
+    delete_ranks = sorted({p[1] for p in pending if p[0] == "delete"}, reverse=True)
+    number = {("apply", r): i for i, r in enumerate(apply_ranks)}
+    number.update({("delete", r): len(apply_ranks) + i for i, r in enumerate(delete_ranks)})
+    actions = sorted((Action(kind, key, number[(phase, rank)], reason, changes, fp, dh, workload)
+                      for phase, rank, key, kind, reason, changes, fp, dh, workload in pending),
+                     key=lambda a: (a.wave, a.key))
+    all_targets = set(targets) | {k.target for k in desired} | {k.target for k in live}
+    return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file)
+
+
+def check_matches(plan: Plan, *, env: str, spec_hash: str, project: str | None = None) -> None:
+    """Refuse a plan made for another environment, project or spec."""
+    problems = []
+    if project is not None and plan.project != project:
+        problems.append(f"it was made for project `{plan.project}`, not `{project}`")
+    if plan.env != env:
+        problems.append(f"it was made for environment `{plan.env}`, not `{env}`")
+    if plan.spec_hash != spec_hash:
+        problems.append(f"it was made from spec {plan.spec_hash}, but the spec is now {spec_hash}")
+    if problems:
+        raise StalePlan("refusing the saved plan: " + "; ".join(problems) + ". Run `hxpc plan` again.")
+
+
+def _what_changed(action: Action, now: LiveObject, want: DesiredObject | None) -> str:
+    if not now.owned:
+        return "it no longer carries hxpc's ownership labels for this project and environment"
+    if want is None:
+        return f"changed since the plan was made (fingerprint {action.fingerprint} -> {fingerprint(now)})"
+    planned = {c.path: c for c in action.changes}
+    current = {c.path: c for c in diff_states(now.state, want.state, want.secret_paths | now.secret_paths)}
+    notes = []
+    for path in sorted(set(planned) | set(current), key=lambda p: [str(x) for x in p]):
+        before, after = planned.get(path), current.get(path)
+        where = format_path(path)
+        if after is None:
+            notes.append(f"{where} now matches the spec")
+        elif before is None:
+            notes.append(f"{where} is now {short(after.old)}" if after.op != "add" else f"{where} was removed")
+        elif before.old != after.old:
+            notes.append(f"{where} was {short(before.old)}, now {short(after.old)}")
+    if not notes:
+        return "recreated outside hxpc (same settings, new identity)"
+    return "changed since the plan was made: " + ", ".join(notes)
+
+
+def check_fresh(plan: Plan, live: LiveState, desired: Mapping[ObjectKey, DesiredObject]) -> None:
+    """Refuse the plan when an object it touches changed since it was planned (names each one)."""
+    problems: list[str] = []
+    for action in plan.touched:
+        now = live.get(action.key)
+        want = desired.get(action.key)
+        if action.kind != "delete":
+            if want is None:
+                problems.append(f"{action.key}: no longer in the spec's output")
+                continue
+            if desired_hash(want) != action.desired_hash:
+                problems.append(f"{action.key}: the spec's desired state differs from the plan's")
+                continue
+        if action.fingerprint is None:
+            if now is not None:
+                problems.append(f"{action.key}: now exists; it was created outside this plan")
+        elif now is None:
+            problems.append(f"{action.key}: no longer exists; it was removed outside this plan")
+        elif fingerprint(now) != action.fingerprint:
+            problems.append(f"{action.key}: {_what_changed(action, now, want)}")
+    if problems:
+        raise StalePlan("refusing the saved plan; the live system changed since it was made:\n"
+                        + "\n".join(f"  {p}" for p in problems) + "\nRun `hxpc plan` again.")

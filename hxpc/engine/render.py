@@ -1,0 +1,160 @@
+"""Views of a plan: text for a terminal, markdown for a pull-request comment, JSON to save and apply.
+
+The text view reads like `terraform plan`: each wave, each action with its
+symbol (+ create, ~ update or restart, -/+ replace, - destroy) and reason,
+its field-level changes beneath, and the summary line. The markdown view puts
+a table per target and service first and folds the details, and never
+exceeds 60 KB (GitHub refuses comments over 65,536 characters): what does not
+fit is cut at a line with a note saying so. The JSON view is the saved-plan
+format documented on `Plan.to_dict`. Every view shows only redacted changes,
+so no secret value can appear in any of them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from hxpc.engine.objects import Change
+from hxpc.engine.plan import KINDS, SYMBOLS, Action, Plan
+
+MARKDOWN_LIMIT = 60 * 1024
+_VALUE_LIMIT = 200
+_CHANGE_SYMBOL = {"add": "+", "remove": "-", "change": "~"}
+_MD_SYMBOL = {"create": "+", "update": "!", "replace": "!", "restart": "!", "delete": "-", "noop": " "}
+_MD_CHANGE = {"add": "+", "remove": "-", "change": "!"}
+_VERBS = {"create": "create", "update": "update in place", "replace": "replace", "restart": "restart",
+          "delete": "destroy", "noop": "unchanged"}
+
+
+def _value(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return text if len(text) <= _VALUE_LIMIT else text[: _VALUE_LIMIT - 1] + "…"
+
+
+def change_line(change: Change) -> str:
+    if change.op == "add":
+        return f"{change.where} = {_value(change.new)}"
+    if change.op == "remove":
+        return f"{change.where} = {_value(change.old)}"
+    return f"{change.where}: {_value(change.old)} -> {_value(change.new)}"
+
+
+def _action_lines(action: Action, symbols: dict[str, str], change_symbols: dict[str, str]) -> list[str]:
+    lines = [f"{symbols[action.kind]:>3} {action.key}  ({_VERBS[action.kind]}: {action.reason})"]
+    lines += [f"      {change_symbols[c.op]} {change_line(c)}" for c in action.changes]
+    return lines
+
+
+def _diff_lines(action: Action) -> list[str]:
+    """For a ```diff block: the symbol must be in column 0 for GitHub to colour the line."""
+    lines = [f"{_MD_SYMBOL[action.kind]} {action.key}  ({_VERBS[action.kind]}: {action.reason})"]
+    lines += [f"{_MD_CHANGE[c.op]}     {change_line(c)}" for c in action.changes]
+    return lines
+
+
+def _wave_title(wave: int, actions: Iterable[Action]) -> str:
+    kinds = {a.kind for a in actions}
+    return f"wave {wave}" + (" (deletes, reverse dependency order)" if kinds == {"delete"} else "")
+
+
+def render_text(plan: Plan, show_unchanged: bool = False) -> str:
+    lines = [f"hxpc plan for {plan.project}/{plan.env} (spec {plan.spec_hash}; targets: {', '.join(plan.targets)})",
+             ""]
+    if plan.has_changes:
+        lines += ["Symbols: + create, ~ update in place or restart, -/+ replace, - destroy", ""]
+    for wave, actions in plan.waves():
+        shown = [a for a in actions if a.touches or show_unchanged]
+        if not shown:
+            continue
+        lines.append(_wave_title(wave, shown) + ":")
+        for action in shown:
+            lines += _action_lines(action, SYMBOLS, _CHANGE_SYMBOL)
+        lines.append("")
+    unchanged = plan.counts()["noop"]
+    if unchanged and not show_unchanged:
+        lines.append(f"{unchanged} object(s) unchanged.")
+    lines.append(plan.summary_line())
+    return "\n".join(lines) + "\n"
+
+
+def render_json(plan: Plan) -> str:
+    return json.dumps(plan.to_dict(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def _table(plan: Plan, target: str) -> list[str]:
+    rows: dict[str, dict[str, int]] = {}
+    for a in plan.actions:
+        if a.key.target == target:
+            row = rows.setdefault(a.workload or "", dict.fromkeys(KINDS, 0))
+            row[a.kind] += 1
+    lines = [f"### {target}", "", "| service | add | change | replace | destroy | restart | unchanged |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name in sorted(rows):
+        n = rows[name]
+        label = f"`{name}`" if name else "*(shared)*"
+        lines.append(f"| {label} | {n['create']} | {n['update']} | {n['replace']} | {n['delete']} | "
+                     f"{n['restart']} | {n['noop']} |")
+    return [*lines, ""]
+
+
+def _fence(lines: list[str]) -> str:
+    longest = max((len(run) for line in lines for run in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+class _Budget:
+    """Lines of output within a byte limit, keeping room for what must still follow."""
+
+    def __init__(self, limit: int):
+        self.lines: list[str] = []
+        self.size = 0
+        self.limit = limit
+
+    def fits(self, *texts: str) -> bool:
+        return self.size + sum(len(t.encode()) + 1 for t in texts) <= self.limit
+
+    def add(self, *lines: str) -> None:
+        for line in lines:
+            self.lines.append(line)
+            self.size += len(line.encode()) + 1
+
+
+def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
+    """A PR comment: summary, a table per target and service, folded details; at most `limit` bytes."""
+    n = plan.counts()
+    note = ("*Truncated: {} more line(s) not shown; this comment is capped at {} KB. "
+            "Run `hxpc plan` for the full plan.*")
+    out = _Budget(limit - len(note.format(10**9, limit // 1024).encode()) - 1)  # the note always fits
+    out.add(f"## hxpc plan: `{plan.project}` / `{plan.env}`", "",
+            f"**{plan.summary_line()}** Spec `{plan.spec_hash}`; {n['noop']} object(s) unchanged.", "")
+    cut = 0
+    for target in plan.targets:
+        for line in _table(plan, target):
+            if cut or not out.fits(line):
+                cut += 1
+            else:
+                out.add(line)
+    for target in plan.targets:
+        body = [line for a in plan.actions if a.key.target == target and a.touches for line in _diff_lines(a)]
+        if not body:
+            continue
+        fence = _fence(body)
+        opening = [f"<details><summary>{target}: {sum(1 for a in plan.touched if a.key.target == target)} "
+                   f"change(s)</summary>", "", f"{fence}diff"]
+        closing = [fence, "", "</details>", ""]
+        if cut or not out.fits(*opening, *closing):
+            cut += len(body)
+            continue
+        out.add(*opening)
+        for i, line in enumerate(body):
+            if not out.fits(line, *closing):
+                cut += len(body) - i
+                break
+            out.add(line)
+        out.add(*closing)
+    if cut:
+        out.lines.append(note.format(cut, limit // 1024))
+    return "\n".join(out.lines) + "\n"

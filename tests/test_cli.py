@@ -93,7 +93,7 @@ def test_explain_inline_env_and_defaults_json(capsys: pytest.CaptureFixture[str]
     assert code == 0
     report = json.loads(out)
     assert report["value"] == "on-failure"
-    assert [layer["source"] for layer in report["layers"]] == ["base"]
+    assert [layer["source"] for layer in report["layers"]] == ["defaults"]
     line = Path(SPEC).read_text().splitlines()[report["layers"][0]["line"] - 1]
     assert "restart: on-failure" in line  # it comes from `defaults`
     code, out, _ = run(capsys, "explain", SPEC, "models.llama-70b.tensor_parallel", "--env", "dev",

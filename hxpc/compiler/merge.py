@@ -10,6 +10,7 @@ file that set a value and `hxpc explain` can show the whole history.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ MODEL_RESOURCE_KEYS = frozenset({"cpu", "memory"})
 class Layer(NamedTuple):
     """One layer that set a value: which layer, and where its key and value stand."""
 
-    source: str  # "base", "environments.<env>", "overlay", "defaults"
+    source: str  # "base", "environments.<env>", "overlay", "defaults" or "defaults (<layer>)"
     value: Span
     key: Span | None
 
@@ -62,6 +63,11 @@ def _subtree(value: Any, path: Path) -> Iterator[Path]:
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from _subtree(v, (*path, i))
+
+
+def _via_defaults(layer: Layer) -> Layer:
+    """A `defaults` layer seen from a service: say so, and which layer set the default."""
+    return layer._replace(source="defaults" if layer.source == "base" else f"defaults ({layer.source})")
 
 
 def _without_nulls(value: Any) -> Any:
@@ -159,9 +165,10 @@ class _Merger:
                     dvalue = {k: v for k, v in dvalue.items() if k in MODEL_RESOURCE_KEYS}
                 target[key] = _without_nulls(dvalue)
                 for sub in _subtree(target[key], here):
-                    self.prov[sub] = list(self.prov[(*dhere, *sub[len(here):])])
+                    self.prov[sub] = [_via_defaults(layer) for layer in self.prov[(*dhere, *sub[len(here):])]]
                 continue
-            self.prov[here] = self.prov[dhere] + self.prov.get(here, [])
+            inherited = [_via_defaults(layer) for layer in self.prov[dhere]]
+            self.prov[here] = inherited + self.prov.get(here, [])
             if isinstance(target[key], dict) and isinstance(dvalue, dict):
                 target[key] = dict(target[key])
                 sub_only = MODEL_RESOURCE_KEYS if only is not None and key == "resources" else None
@@ -173,10 +180,28 @@ def environments_in(base: Document) -> list[str]:
     return sorted(envs) if isinstance(envs, dict) else []
 
 
+# environment names become parts of generated names (`<project>-<env>`): DNS labels, as spec.Name
+_ENV_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def _environment_problems(base: Document) -> list[Diagnostic]:
+    """`environments` never reaches the schema (it is merged away), so its shape and names are checked here."""
+    envs = base.data.get("environments")
+    if envs is None:
+        return []
+    if not isinstance(envs, dict):
+        return [Diagnostic("HX108", "`environments` must be a mapping of environment names to overrides",
+                           base.values[("environments",)], hint="e.g. `environments: {dev: {...}}`")]
+    return [Diagnostic("HX206", f"`{name}` is not a valid environment name: use lowercase letters, digits and `-`, "
+                                "starting and ending with a letter or digit, at most 63 characters",
+                       base.keys[("environments", name)])
+            for name in envs if not _ENV_NAME.match(name)]
+
+
 def merge(base: Document, env: str | None, overlay: Document | None) -> Merged:
     """Apply the inline overlay, then the overlay file, then `defaults`; see the module doc."""
     merger = _Merger(base)
-    problems: list[Diagnostic] = []
+    problems = _environment_problems(base)
     envs = base.data.get("environments")
     if env is not None and isinstance(envs, dict) and env in envs:
         inline = envs[env]

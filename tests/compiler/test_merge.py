@@ -145,7 +145,8 @@ def test_null_deletes_a_whole_subtree_and_its_provenance() -> None:
     assert not any(path[:1] == ("models",) for path in merged.provenance)
     assert merged.data["services"]["web"]["restart"] == "never"  # defaults changed by the environment
     layers = merged.provenance[("services", "web", "restart")]
-    assert [(layer.source, layer.value.line) for layer in layers] == [("defaults", 4), ("defaults (environments.dev)", 28)]
+    assert [(layer.source, layer.value.line) for layer in layers] == [
+        ("defaults", 4), ("defaults (environments.dev)", 28)]
 
 
 def test_environments_never_reach_the_merged_tree() -> None:

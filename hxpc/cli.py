@@ -95,12 +95,12 @@ def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
     from hxpc.artifacts import check_bundle, write_bundle
     from hxpc.compiler.compile import compile_spec
     from hxpc.compiler.pipeline import environments
-    from hxpc.sources import FileSources
+    from hxpc.sources import FileSources, stable_name
 
     sources = FileSources(spec)
     envs = env or environments(sources)
     targets = target or []
-    bundle = compile_spec(sources, envs, targets)
+    bundle = compile_spec(sources, envs, targets, spec_name=stable_name(spec))
     if check:
         problems = check_bundle(bundle, output, envs, targets)
         for line in problems:
@@ -127,7 +127,7 @@ def diff(spec: SpecArg, env: EnvOpt,
     from hxpc.compiler.bundle import Bundle
     from hxpc.compiler.compile import compile_spec
     from hxpc.compiler.pipeline import environments
-    from hxpc.sources import FileSources, GitSources
+    from hxpc.sources import FileSources, GitSources, stable_name
 
     old_sources = GitSources(spec, base)
     # an environment (or the whole spec) that did not exist at the base revision diffs against nothing
@@ -137,11 +137,127 @@ def diff(spec: SpecArg, env: EnvOpt,
         if not any(d.code == "HX106" for d in exc.diagnostics):
             raise
         had_env = False
-    old = compile_spec(old_sources, [env], target or [], spec_name=spec) if had_env else Bundle()
-    new = compile_spec(FileSources(spec), [env], target or [], spec_name=spec)
+    name = stable_name(spec)
+    old = compile_spec(old_sources, [env], target or [], spec_name=name) if had_env else Bundle()
+    new = compile_spec(FileSources(spec), [env], target or [], spec_name=name)
     text = diff_bundles(old, new)
     _out(text or f"no changes in the artifacts of {env} since {base}\n")
     return 2 if detailed_exitcode and text else 0
+
+
+SshConfigOpt = Annotated[str | None, typer.Option(
+    "--ssh-config", envvar="HXPC_SSH_CONFIG", help="ssh config file passed to ssh as -F (systemd hosts)")]
+
+
+class PlanFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _wire(spec: str, env: str, target: list[str] | None, ssh_config: str | None) -> Any:
+    from hxpc.engine.wiring import build_backends
+    from hxpc.sources import stable_name
+
+    wiring = build_backends(_resolve(spec, env), stable_name(spec), target or [], ssh_config)
+    for skipped in wiring.skipped:
+        _err(f"hxpc: note: `{skipped}` is not planned: its apply backend is not implemented yet\n")
+    return wiring
+
+
+@app.command()
+def plan(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None,
+         output: Annotated[Path | None, typer.Option("-o", "--output", help="save the plan for `hxpc apply PLAN`")]
+         = None,
+         fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
+         detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 2 when there are changes")]
+         = False,
+         ssh_config: SshConfigOpt = None) -> int:
+    """Read the live system and print the ordered plan; -o saves it for apply."""
+    from hxpc import engine
+    from hxpc.fsutil import write_atomic
+
+    wiring = _wire(spec, env, target, ssh_config)
+    meta = wiring.meta
+    the_plan = engine.plan_live(wiring.backends, _resolve(spec, env).stack.waves, project=meta.project, env=env,
+                                spec_hash=meta.spec_hash, spec_file=spec)
+    render = {"text": engine.render_text, "json": engine.render_json, "markdown": engine.render_markdown}[fmt.value]
+    _out(render(the_plan))
+    if output is not None:
+        write_atomic(output, engine.render_json(the_plan))
+        _err(f"hxpc: plan saved to {output}; apply it with `hxpc apply {output}`\n")
+    return 2 if detailed_exitcode and the_plan.has_changes else 0
+
+
+def _saved_plan(path: str) -> Any:
+    """The plan in `path` if it is a saved plan (JSON), else None (it is a spec)."""
+    from hxpc.engine import load_plan
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    return load_plan(text) if text.lstrip().startswith("{") else None
+
+
+@app.command("apply")
+def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help="a spec (with --env) or a saved plan")],
+           env: Annotated[str | None, typer.Option("--env", "-e", help="environment (with a spec)")] = None,
+           target: TargetsOpt = None,
+           yes: Annotated[bool, typer.Option("--yes", "-y", help="apply without asking")] = False,
+           parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="actions at once per wave")] = 4,
+           metrics_file: Annotated[Path | None, typer.Option("--metrics-file", help="write the outcome for "
+                                                             "node_exporter's textfile collector")] = None,
+           ssh_config: SshConfigOpt = None) -> int:
+    """Execute the plan in dependency order with health gates; a saved plan is refused when stale."""
+    from hxpc import engine
+
+    saved = _saved_plan(target_file)
+    if saved is not None:
+        if not saved.spec_file:
+            raise UsageError("the saved plan does not name its spec")
+        spec, env = saved.spec_file, env or saved.env
+        if env != saved.env:
+            raise UsageError(f"the saved plan is for environment `{saved.env}`, not `{env}`")
+        wiring = _wire(spec, env, list(saved.targets), ssh_config)
+        the_plan = saved
+    else:
+        spec = target_file
+        if env is None:
+            raise UsageError("applying a spec needs --env (or pass a plan saved with `hxpc plan -o`)")
+        wiring = _wire(spec, env, target, ssh_config)
+        the_plan = engine.plan_live(wiring.backends, _resolve(spec, env).stack.waves, project=wiring.meta.project,
+                                    env=env, spec_hash=wiring.meta.spec_hash, spec_file=spec)
+        _out(engine.render_text(the_plan))
+        if not the_plan.has_changes:
+            return 0
+        if not yes:
+            if not sys.stdin.isatty():
+                raise UsageError("refusing to apply without confirmation: pass --yes (stdin is not a terminal)")
+            if not typer.confirm("Apply these changes?", default=False):
+                _err("hxpc: apply cancelled; nothing was changed\n")
+                return 0
+    options = engine.ApplyOptions(parallelism=parallelism, metrics_file=metrics_file)
+    try:
+        report = engine.apply(the_plan, wiring.backends, env=env, spec_hash=wiring.meta.spec_hash,
+                              project=wiring.meta.project, options=options, progress=engine.make_progress())
+    except (engine.ApplyFailed, engine.ApplyInterrupted) as exc:
+        _out(exc.report.render())
+        raise
+    _out(report.render())
+    return 0
+
+
+@app.command()
+def status(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None, fmt: FormatOpt = Format.text,
+           ssh_config: SshConfigOpt = None) -> int:
+    """Live health of every object, per target."""
+    from hxpc import engine
+
+    wiring = _wire(spec, env, target, ssh_config)
+    rows = engine.collect_status(wiring.backends)
+    _out(engine.render_status_json(rows) if fmt is Format.json else engine.render_status_text(rows))
+    return 0
 
 
 @app.command()

@@ -115,3 +115,17 @@ class GitSources:
             if env is not None:
                 found[env] = f"{self._rev}:{(display_dir / name).as_posix()}"
         return found
+
+
+def stable_name(spec_path: str) -> str:
+    """The spec's name as written into artifact headers: the same however the user spelled the path.
+
+    Relative to the git work tree that holds it, else the file name: headers are
+    part of what apply compares, so `./specs/x.yaml` and `specs/x.yaml` (or a
+    run from another directory) must not look like a change.
+    """
+    path = Path(spec_path).resolve()
+    for parent in path.parents:
+        if (parent / ".git").exists():
+            return path.relative_to(parent).as_posix()
+    return path.name

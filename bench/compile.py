@@ -1,0 +1,146 @@
+"""Benchmark: `hxpc compile` of one environment to all targets, beside kustomize.
+
+For each N, generates a spec of N services and models with three
+environments (bench/gen.py) and times the `hxpc compile --env prod` command
+(a fresh process, as CI runs it), and in the same run times kustomize
+rendering the equivalent Kubernetes overlay: a base of N Deployments,
+Services and ConfigMaps, and an overlay with a strategic-merge patch per
+service. Wall time, best of `--repeat` runs, both measured back to back so
+that a noisy machine affects both alike; compare the ratio.
+
+kustomize is `kubectl kustomize` where kubectl is installed, else a
+`kustomize` on PATH, else it is built once with `go install
+sigs.k8s.io/kustomize/kustomize/v5@v5.8.2` into ~/.cache/hxpc-bench/bin
+(v5.8.3 needs a newer Go than this machine has).
+
+Run: python bench/compile.py [--repeat R] [N ...]   (default N: 10 100 1000 5000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen import write_spec
+
+KUSTOMIZE_VERSION = "v5.8.2"
+KUSTOMIZE_TIMEOUT_S = 600
+
+
+def kustomize_command() -> list[str]:
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    gobin = Path.home() / ".cache" / "hxpc-bench" / "bin"
+    binary = gobin / "kustomize"
+    if not binary.exists():
+        print(f"building kustomize {KUSTOMIZE_VERSION} with go install (once) ...", file=sys.stderr)
+        subprocess.run(["go", "install", f"sigs.k8s.io/kustomize/kustomize/v5@{KUSTOMIZE_VERSION}"],
+                       env={**os.environ, "GOBIN": str(gobin)}, check=True)
+    return [str(binary), "build"]
+
+
+def write_kustomize(root: Path, n: int) -> Path:
+    """A base of n Deployments+Services+ConfigMaps and an overlay patching each Deployment."""
+    base, overlay = root / "base", root / "overlay"
+    base.mkdir(parents=True)
+    overlay.mkdir()
+    resources, patches = [], []
+    for i in range(n):
+        name = f"svc-{i:05d}"
+        (base / f"{name}.yaml").write_text(f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: {name}-env}}
+data: {{LOG_LEVEL: INFO, SVC_INDEX: "{i}"}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: {10000 + i % 200 * 10}, targetPort: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers:
+      - name: {name}
+        image: registry.example/svc-{i}:1.0.{i}
+        ports: [{{name: http, containerPort: {10000 + i % 200 * 10}}}]
+        envFrom: [{{configMapRef: {{name: {name}-env}}}}]
+        resources: {{limits: {{cpu: 500m, memory: 256Mi}}}}
+""")
+        resources.append(f"- {name}.yaml")
+        (overlay / f"patch-{name}.yaml").write_text(f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: 2
+  template:
+    spec:
+      containers:
+      - name: {name}
+        resources: {{limits: {{memory: 512Mi}}}}
+""")
+        patches.append(f"- path: patch-{name}.yaml")
+    (base / "kustomization.yaml").write_text("resources:\n" + "\n".join(resources) + "\n")
+    (overlay / "kustomization.yaml").write_text(
+        "namespace: bench-prod\nresources:\n- ../base\npatches:\n" + "\n".join(patches) + "\n")
+    return overlay
+
+
+def best_of(repeat: int, command: list[str], timeout: float | None = None) -> float | None:
+    best = None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        took = time.perf_counter() - start
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[:2000]}")
+        best = took if best is None else min(best, took)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000, 5000])
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    kustomize = kustomize_command()
+    print(f"{'N':>6} {'hxpc compile, all targets (s)':>30} {'files':>7} {'kustomize, k8s only (s)':>24} "
+          f"{'hxpc/kustomize':>15}")
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            spec = write_spec(root, n, envs=("staging", "prod"))
+            out = root / "out"
+            hxpc = best_of(args.repeat, [sys.executable, "-m", "hxpc", "compile", str(spec), "--env", "prod",
+                                         "-o", str(out)])
+            files = sum(1 for p in out.rglob("*") if p.is_file())
+            overlay = write_kustomize(root / "kustomize", n)
+            kust = best_of(1 if n >= 1000 else args.repeat, [*kustomize, str(overlay)], KUSTOMIZE_TIMEOUT_S)
+            assert hxpc is not None
+            kust_text = f"{kust:>24.3f}" if kust is not None else f"{'> ' + str(KUSTOMIZE_TIMEOUT_S):>24}"
+            ratio = f"{hxpc / kust:>15.2f}" if kust else f"{'-':>15}"
+            print(f"{n:>6} {hxpc:>30.3f} {files:>7} {kust_text} {ratio}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -9,11 +9,10 @@ Every target's HX4xx problems are collected before failing.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Iterable
-from typing import Protocol
 
-from hxpc.compiler.bundle import Bundle, Meta, TargetError, canonical_json
+from hxpc.compiler.bundle import Bundle, Meta, TargetError, canonical_json, emit_target
+from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.pipeline import Resolved, resolve_env
 from hxpc.diagnostics import Diagnostic, unique_sorted
@@ -21,10 +20,6 @@ from hxpc.errors import SpecError, UsageError
 from hxpc.sources import Sources
 
 ALL_TARGETS = ("systemd", "compose", "kubernetes", "prometheus", "grafana")
-
-
-class TargetModule(Protocol):
-    def emit(self, stack: ResolvedStack, meta: Meta) -> dict[str, str]: ...
 
 
 def targets_of(stack: ResolvedStack) -> list[str]:
@@ -50,9 +45,8 @@ def compile_env(resolved: Resolved, spec_name: str, only: Iterable[str] = ()) ->
     bundle = Bundle()
     problems: list[Diagnostic] = []
     for target in chosen:
-        module: TargetModule = importlib.import_module(f"hxpc.compiler.targets.{target}")
         try:
-            bundle.add(stack.env, target, module.emit(stack, meta))
+            bundle.add(stack.env, target, emit_target(target, stack, meta))
         except TargetError as exc:
             problems.extend(exc.diagnostics)
     if problems:
@@ -69,7 +63,8 @@ def compile_spec(sources: Sources, envs: Iterable[str], only: Iterable[str] = ()
     name = spec_name or sources.spec_file
     for env in envs:
         try:
-            part = compile_env(resolve_env(sources, env), name, only)
+            with no_cyclic_gc():
+                part = compile_env(resolve_env(sources, env), name, only)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             texts.update(exc.texts)

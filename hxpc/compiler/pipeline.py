@@ -8,12 +8,10 @@ spec declares (inline or as overlay files).
 
 from __future__ import annotations
 
-import contextlib
-import gc
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hxpc.compiler.checks import suggest
+from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.load import Document, LoadFailed, load_document
 from hxpc.compiler.merge import Merged, MergeFailed, environments_in, merge
 from hxpc.compiler.model import ResolvedStack, resolve
@@ -33,25 +31,8 @@ class Loaded:
     texts: dict[str, str]
 
 
-@contextlib.contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector while large acyclic trees are built.
-
-    Loading a spec allocates hundreds of thousands of small objects and no
-    cycles; each collection pass rescans them all, which made time grow faster
-    than the spec.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def load_base(sources: Sources) -> Loaded:
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         return _load_base(sources)
 
 
@@ -109,7 +90,7 @@ def merged_env(sources: Sources, env: str, loaded: Loaded | None = None) -> tupl
 
 
 def resolve_env(sources: Sources, env: str, loaded: Loaded | None = None) -> Resolved:
-    with _no_cyclic_gc():
+    with no_cyclic_gc():
         return _resolve_env(sources, env, loaded)
 
 

@@ -300,7 +300,8 @@ def _http_script(port: int, path: str | None, seconds: int) -> str:
            'head -n 1 <&3 | grep -qE "^HTTP/[0-9.]+ [23]"')
     return _first_of([
         ("curl", f"curl -fsS -o /dev/null -m {seconds} {url}"),
-        ("wget", f"wget -q -O /dev/null -T {seconds} {url}"),
+        # no `-T`: Debian's busybox-static wget (1.35) segfaults with it, and Docker enforces `timeout` anyway
+        ("wget", f"wget -q -O /dev/null {url}"),
         ("python3", f"python3 -c {shlex.quote(_PY_HTTP)} {url} {seconds}"),
         ("bash", f"bash -c {shlex.quote(raw)}"),
     ], "curl, wget, python3, bash")

@@ -240,8 +240,13 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
 
 
 def _finish(text: str) -> str:
-    """Put the hash of the text without its hash line into that line."""
-    without = "".join(line for line in text.splitlines(keepends=True) if line.rstrip("\n") != HASH_MARK)
+    """Put the hash of the text, without its hash line and comments, into that line.
+
+    Comments (the header with its own content hash among them) say nothing to systemd, so they
+    are left out: the object hash changes exactly when what the unit does changes.
+    """
+    without = "".join(line for line in text.splitlines(keepends=True)
+                      if line.rstrip("\n") != HASH_MARK and not line.startswith("#"))
     return text.replace(HASH_MARK, f"X-Hxpc-Hash={object_hash(without)}")
 
 

@@ -208,6 +208,10 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
            parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="actions at once per wave")] = 4,
            metrics_file: Annotated[Path | None, typer.Option("--metrics-file", help="write the outcome for "
                                                              "node_exporter's textfile collector")] = None,
+           lock_ttl: Annotated[int | None, typer.Option(
+               "--lock-ttl", envvar="HXPC_LOCK_TTL", min=1,
+               help="seconds after which another apply may take over this run's lock "
+                    "(default: sized from the plan's startup budgets)")] = None,
            ssh_config: SshConfigOpt = None) -> int:
     """Execute the plan in dependency order with health gates; a saved plan is refused when stale."""
     from hxpc import engine
@@ -237,7 +241,7 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
             if not typer.confirm("Apply these changes?", default=False):
                 _err("hxpc: apply cancelled; nothing was changed\n")
                 return 0
-    options = engine.ApplyOptions(parallelism=parallelism, metrics_file=metrics_file)
+    options = engine.ApplyOptions(parallelism=parallelism, metrics_file=metrics_file, lock_ttl_s=lock_ttl)
     try:
         report = engine.apply(the_plan, wiring.backends, env=env, spec_hash=wiring.meta.spec_hash,
                               project=wiring.meta.project, options=options, progress=engine.make_progress())

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from hxpc.engine.backend import ActionContext, Backend, HealthResult, TransientError, read_live
+from hxpc.engine.backend import ActionContext, Backend, HealthResult, Preflight, TransientError, WaveHooks, read_live
 from hxpc.engine.lock import LockHandle, LockInfo, lock_ttl, new_lock_info
 from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
 from hxpc.engine.plan import Action, Plan, check_fresh, check_matches
@@ -206,6 +206,11 @@ class _Run:
         self.report.waves.append(record)
         began = time.monotonic()
         self.emit("wave", wave=wave, message=f"{len(actions)} action(s)")
+        # backends that batch per wave (one daemon-reload per host) learn the wave's actions first
+        batched = [(b, [a for a in actions if a.key.target == t]) for t, b in sorted(self.backends.items())
+                   if isinstance(b, WaveHooks) and any(a.key.target == t for a in actions)]
+        for backend, mine in batched:
+            backend.begin_wave(mine)
         try:
             for future in [pool.submit(self.run_action, a) for a in actions]:
                 future.result()
@@ -232,6 +237,11 @@ class _Run:
             self.rollback([r for r in self.completed if r.action.wave == wave])
             raise
         finally:
+            for backend, mine in batched:
+                try:
+                    backend.end_wave(mine)
+                except Exception as exc:  # noqa: BLE001 - the wave's own outcome stands; the report names this
+                    self.report.notes.append(f"finishing wave {wave} on {backend.target}: {exc}")
             record.duration_s = time.monotonic() - began
 
     def interrupted(self) -> ApplyInterrupted:
@@ -301,6 +311,11 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
         for target in used:
             run.live.update(run.read_touched(target))
         check_fresh(plan, run.live, run.desired)
+        for target in used:
+            backend = backends[target]
+            if isinstance(backend, Preflight):  # e.g. missing secrets or images: refused before anything is touched
+                mine = [a for a in plan.touched if a.key.target == target]
+                run.retry(partial(backend.prepare, mine), f"preparing {target}", None, run.stop)
         with ThreadPoolExecutor(max_workers=max(1, opts.parallelism), thread_name_prefix="hxpc-apply") as pool:
             for wave, actions in plan.waves():
                 touched = [a for a in actions if a.touches]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
@@ -99,6 +99,25 @@ class Backend(Protocol):
         """Take this project's and environment's apply lock (see `hxpc.engine.lock.acquire`);
         raises `LockHeld` naming the holder and since when."""
         ...
+
+
+@runtime_checkable
+class WaveHooks(Protocol):
+    """Optional for a backend: told which of its actions a wave runs before any starts (no I/O, cannot
+    fail), and that the wave is over (after its gate or rollback), so it can batch per wave (systemd: one
+    daemon-reload per host) and undo what it prepared for actions that never started."""
+
+    def begin_wave(self, actions: Sequence[Action]) -> None: ...
+
+    def end_wave(self, actions: Sequence[Action]) -> None: ...
+
+
+@runtime_checkable
+class Preflight(Protocol):
+    """Optional for a backend: check what the plan's actions need (secrets, images) once the lock is held
+    and the plan is known fresh, before any action runs; raising refuses the apply with nothing touched."""
+
+    def prepare(self, actions: Sequence[Action]) -> None: ...
 
 
 def read_live(backend: Backend, keys: Collection[ObjectKey] | None = None) -> LiveState:

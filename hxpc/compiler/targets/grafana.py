@@ -18,10 +18,11 @@ import json
 from typing import Any
 
 from hxpc.compiler import yamlout
-from hxpc.compiler.bundle import Meta, object_hash
+from hxpc.compiler.bundle import Meta
 from hxpc.compiler.model import ResolvedStack, Workload
-from hxpc.compiler.targets import prometheus as prom
+from hxpc.compiler.targets import prometheus_series as series
 from hxpc.compiler.targets import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus import hashed
 
 DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
 PROMETHEUS_URL = "http://prometheus:9090"
@@ -86,25 +87,25 @@ def _dashboard(stack: ResolvedStack, meta: Meta, name: str, title: str,
 
 def has_gpu_series(stack: ResolvedStack, w: Workload) -> bool:
     """Whether some generated rules record this model's DCGM series (so GPU panels have data)."""
-    return any(p is not None and prom.gpu_selectors(stack, w, p)
-               for p in (prom.rules_platform(stack), prom.kube_platform(stack)))
+    return any(p is not None and series.gpu_selectors(stack, w, p)
+               for p in (series.rules_platform(stack), series.kube_platform(stack)))
 
 
 def overview(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
     pe = {"project": stack.project, "env": stack.env}
-    s = prom.sel(pe)
-    ws = prom.scraped(stack)
+    s = series.sel(pe)
+    ws = series.scraped(stack)
     services = any(w.kind == "service" for w in ws)
     models = any(w.kind == "model" for w in ws)
     slos = any(w.kind == "service" and w.slo is not None for w in ws)
-    any_service, any_model = prom.sel(pe, 'service!=""'), prom.sel(pe, 'model!=""')
+    any_service, any_model = series.sel(pe, 'service!=""'), series.sel(pe, 'model!=""')
     health = ([(f"min by (service) (up{any_service})", "{{service}}")] if services else []) + \
              ([(f"min by (model) (up{any_model})", "{{model}}")] if models else [])
-    rates = ([(f"sum by (service) ({prom.REC_SLO_REQUESTS}{s})", "{{service}}")] if slos else []) + \
-            ([(f"sum by (model) ({prom.REC_VLLM_REQUESTS}{s})", "{{model}}")] if models else [])
-    errors = ([(f"max by (service) ({prom.rec_slo_ratio('5m')}{s})", "{{service}}")] if slos else []) + \
-             ([(f"max by (model) ({prom.REC_VLLM_FAILED}{s})", "{{model}}")] if models else [])
-    burn = [(f"max by (service) ({prom.rec_slo_burn(w)}{s})", f"{{{{service}}}} {w}") for w in ("1h", "6h")] \
+    rates = ([(f"sum by (service) ({series.REC_SLO_REQUESTS}{s})", "{{service}}")] if slos else []) + \
+            ([(f"sum by (model) ({series.REC_VLLM_REQUESTS}{s})", "{{model}}")] if models else [])
+    errors = ([(f"max by (service) ({series.rec_slo_ratio('5m')}{s})", "{{service}}")] if slos else []) + \
+             ([(f"max by (model) ({series.REC_VLLM_FAILED}{s})", "{{model}}")] if models else [])
+    burn = [(f"max by (service) ({series.rec_slo_burn(w)}{s})", f"{{{{service}}}} {w}") for w in ("1h", "6h")] \
         if slos else []
     return _dashboard(stack, meta, "overview", f"{stack.project} ({stack.env}): overview", [
         ("Health (1 = up)", "none", health, "The lowest `up` over the replicas of every scraped service and model."),
@@ -117,8 +118,8 @@ def overview(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
 
 def model_dashboard(stack: ResolvedStack, meta: Meta, w: Workload) -> dict[str, Any]:
     m = vm.for_image(w.image)
-    o = prom.owner(stack, w)
-    s = prom.sel(o)
+    o = series.owner(stack, w)
+    s = series.sel(o)
     rate = "[$__rate_interval]"
 
     def quantiles(base: str) -> list[tuple[str, str]]:
@@ -137,17 +138,17 @@ def model_dashboard(stack: ResolvedStack, meta: Meta, w: Workload) -> dict[str, 
           (f"sum by (instance) ({m.requests_running}{s})", "running {{instance}}")], ""),
         ("KV-cache usage", "percentunit", [(f"max by (instance) ({m.kv_cache_usage}{s})", "{{instance}}")], ""),
         ("GPU utilisation", "percent",
-         [(f"{prom.REC_GPU_UTIL}{s}", "{{instance}} GPU {{gpu}}")] if gpu else [],
+         [(f"{series.REC_GPU_UTIL}{s}", "{{instance}} GPU {{gpu}}")] if gpu else [],
          "The GPUs assigned to this model (DCGM exporter)."),
         ("GPU memory used", "percentunit",
-         [(f"{prom.REC_GPU_MEM}{s}", "{{instance}} GPU {{gpu}}")] if gpu else [],
+         [(f"{series.REC_GPU_MEM}{s}", "{{instance}} GPU {{gpu}}")] if gpu else [],
          "Framebuffer memory in use on the GPUs assigned to this model; vLLM reserves "
          f"{w.model.gpu_memory_utilization if w.model else 0.9:.0%} up front."),
     ])
 
 
 def dashboards(stack: ResolvedStack, meta: Meta) -> list[dict[str, Any]]:
-    models = [w for w in prom.scraped(stack) if w.kind == "model"]
+    models = [w for w in series.scraped(stack) if w.kind == "model"]
     return [overview(stack, meta), *(model_dashboard(stack, meta, w) for w in models)]
 
 
@@ -171,19 +172,15 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     files["provisioning/datasources.yaml"] = header + yamlout.dump({"apiVersion": 1, "datasources": [{
         "name": f"Prometheus ({stack.project} {stack.env})", "uid": datasource_uid(stack), "type": "prometheus",
         "access": "proxy", "url": PROMETHEUS_URL, "isDefault": False, "editable": False,
-        "jsonData": {"timeInterval": f"{mon.scrape_interval // 1000 or 1}s"},
+        "jsonData": {"timeInterval": series.scrape_interval(mon)},
     }]})
-    kube = prom.kube_platform(stack)
+    kube = series.kube_platform(stack)
     if kube is not None:
-        maps = []
-        for d in boards:
-            cm: dict[str, Any] = {
-                "apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": f"grafana-dashboard-{d['uid']}", "namespace": kube.namespace,
-                             "labels": {**meta.owner_labels, "grafana_dashboard": "1"}},
-                "data": {f"{d['uid']}.json": to_json(d)},
-            }
-            cm["metadata"]["annotations"] = {"hxpc.dev/hash": object_hash(cm)}
-            maps.append(cm)
+        maps = [hashed({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"grafana-dashboard-{d['uid']}", "namespace": kube.namespace,
+                         "labels": {**meta.owner_labels, "grafana_dashboard": "1"}},
+            "data": {f"{d['uid']}.json": to_json(d)},
+        }) for d in boards]
         files["dashboards-configmaps.yaml"] = header + yamlout.dump_all(maps)
     return files

@@ -15,8 +15,8 @@ from conftest import REPO, require_tool
 
 from hxpc.compiler.compile import compile_env
 from hxpc.compiler.pipeline import environments, resolve_env
-from hxpc.compiler.targets import prometheus as prom
 from hxpc.compiler.targets import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus_userrules import promql_problem
 from hxpc.errors import SpecError
 from hxpc.sources import FileSources
 
@@ -349,9 +349,9 @@ def test_slo_without_metrics_is_hx403(tmp_path: Path) -> None:
 
 
 def test_promql_problem() -> None:
-    assert prom.promql_problem('sum by (x) (rate(m{a="(}"}[5m]))') is None
-    assert prom.promql_problem("sum(rate(m[5m])") == "unclosed `(`"
-    assert prom.promql_problem("m]") == "unbalanced `]`"
+    assert promql_problem('sum by (x) (rate(m{a="(}"}[5m]))') is None
+    assert promql_problem("sum(rate(m[5m])") == "unclosed `(`"
+    assert promql_problem("m]") == "unbalanced `]`"
 
 
 # ---------------------------------------------------------------- determinism and speed

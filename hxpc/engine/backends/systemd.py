@@ -1,0 +1,747 @@
+"""The systemd backend: hxpc's units and secret files on each host of `targets.systemd`, over a Transport.
+
+Desired objects are the systemd target's files (`emit`), one object per unit
+and host (a template together with the drop-ins of its instances on that
+host), plus one secret environment file per workload and host whose state is
+a hash of the secret references, never of values. Live state costs one
+command per host (`READ_SCRIPT`, parsed purely in `systemd_parse`); every
+host is read, in parallel, before anything is planned, so an unreachable host
+fails the plan with its name and the transport's message. Applying follows
+the engine's waves: before a wave's first action on a host, that host's
+batch snapshots the files about to change, writes every changed unit and
+secret file atomically and runs `daemon-reload` once; then each action
+enables and restarts exactly the instances whose files (or secrets) changed.
+Secret values are resolved from the environment or files in the preflight
+(lock held, plan fresh, no action run yet: a missing one refuses the apply
+with nothing touched), only for the secret files the plan writes, and travel
+only on a command's stdin into a root-only 0600 file. Deletes stop and disable, then
+remove files; the reload follows at the end of the wave. Rollback restores
+the snapshot and restarts the previous version. The lock is a `mkdir` under
+`/run/lock` on every host (atomic), holding a JSON info file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as pysecrets
+import shlex
+import threading
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from hxpc.compiler.bundle import Meta, emit_target, object_hash
+from hxpc.compiler.model import Probe, ResolvedStack, Workload
+from hxpc.compiler.targets import systemd as target
+from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
+from hxpc.engine.backends.systemd_parse import (
+    READ_SCRIPT,
+    SECRET_PATHS,
+    SNAPSHOT_SCRIPT,
+    TARGET,
+    UNIT_DIR,
+    ReadError,
+    instance_of,
+    parse_health,
+    parse_host,
+    parse_show,
+    parse_snapshot,
+    parse_unit,
+)
+from hxpc.engine.lock import LockInfo, MultiLock, acquire
+from hxpc.engine.objects import DesiredObject, Gate, LiveObject, LiveState, ObjectKey
+from hxpc.engine.plan import Action
+from hxpc.engine.transport import Transport, transport_for
+from hxpc.errors import BackendError
+
+SECRET_MODE, SECRET_OWNER = "0600", "root:root"
+LOCK_SCRIPT_DIR = 'b=/run/lock; [ -d "$b" ] || b=/var/lock; d=$b/hxpc-$1'
+MISSING_INFO_TTL_S = 60  # a lock directory without its info file: its taker died between mkdir and write
+
+
+# -- desired objects -------------------------------------------------------------------------------------------------
+
+
+def _env_quote(value: str) -> str:
+    """systemd's EnvironmentFile syntax: double quotes, with `"`, `\\`, `` ` `` and `$` escaped (newlines kept)."""
+    return '"' + "".join("\\" + c if c in '"\\`$' else c for c in value) + '"'
+
+
+def secret_refs(stack: ResolvedStack, w: Workload) -> dict[str, dict[str, str]]:
+    refs: dict[str, dict[str, str]] = {}
+    for var, name in sorted(w.secrets.items()):
+        source = stack.spec.secrets[name]
+        refs[var] = {"secret": name, **({"env": source.env} if source.env else {"file": source.file or ""})}
+    return refs
+
+
+def env_file_text(meta: Meta, w: Workload, refs: Mapping[str, Mapping[str, str]], values: Mapping[str, str]) -> str:
+    lines = [f"# Secrets of {meta.project} {w.kind} {w.name} (env {meta.env}), written by hxpc apply: root-only,",
+             "# never in a unit, plan or log. Do not edit: hxpc rewrites it when the references change.",
+             f"# X-Hxpc-Project={meta.project}", f"# X-Hxpc-Env={meta.env}", f"# X-Hxpc-Name={w.name}",
+             f"# X-Hxpc-Vars={' '.join(sorted(refs))}", f"# X-Hxpc-Refs={object_hash(refs)}"]
+    lines += [f"{var}={_env_quote(values[ref['secret']])}" for var, ref in sorted(refs.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _probe_port(probe: Probe, ports: Mapping[str, int]) -> int | None:
+    return ports.get(probe.port_name or "", probe.port)
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the gate probes for one instance, on its host."""
+
+    kind: str           # http | tcp | exec | none
+    port: int | None = None
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    timeout_s: int = 3
+
+
+# -- the lock primitive ----------------------------------------------------------------------------------------------
+
+
+class HostLock:
+    """`mkdir /run/lock/hxpc-<project>-<env>` (atomic) with `info.json` inside, on one host."""
+
+    def __init__(self, transport: Transport, name: str):
+        self.transport, self.name = transport, name
+
+    def try_create(self, payload: Mapping[str, str]) -> bool:
+        script = LOCK_SCRIPT_DIR + '; mkdir "$d" 2>/dev/null || exit 3; cat > "$d/info.json"'
+        result = self.transport.sh(script, self.name, input=_payload(payload))
+        if result.rc == 3:
+            return False
+        if result.rc != 0:
+            raise BackendError(f"{self.transport.name}: taking the lock failed: {result.err}")
+        return True
+
+    def read(self) -> Mapping[str, str] | None:
+        script = LOCK_SCRIPT_DIR + '; [ -d "$d" ] || exit 3; stat -c %Y "$d"; cat "$d/info.json" 2>/dev/null; true'
+        result = self.transport.sh(script, self.name)
+        if result.rc == 3:
+            return None
+        if result.rc != 0:
+            raise BackendError(f"{self.transport.name}: reading the lock failed: {result.err}")
+        mtime, _, text = result.out.partition("\n")
+        try:
+            data = json.loads(text)
+            if isinstance(data, dict):
+                return {str(k): str(v) for k, v in data.items()}
+        except json.JSONDecodeError:
+            pass
+        since = LockInfo("", float(mtime.strip() or 0), "", 0).since_iso
+        return {"holder": "an apply that died while taking the lock (no info file)", "since": since,
+                "spec_hash": "", "ttl_s": str(MISSING_INFO_TTL_S), "missing": "1"}
+
+    def remove(self, payload: Mapping[str, str]) -> None:
+        if payload.get("missing"):
+            script = LOCK_SCRIPT_DIR + '; [ -e "$d/info.json" ] || rm -rf "$d"'
+            self.transport.sh(script, self.name)
+            return
+        script = LOCK_SCRIPT_DIR + '; if cmp -s - "$d/info.json"; then rm -rf "$d"; fi'
+        self.transport.sh(script, self.name, input=_payload(payload))
+
+
+def _payload(payload: Mapping[str, str]) -> bytes:
+    return json.dumps(dict(payload), sort_keys=True).encode()
+
+
+# -- per host and wave: the batch ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """One host's actions in one wave: prepared (snapshot, writes, one daemon-reload) by whichever action
+    comes first; the rest wait on `guard` until it is done."""
+
+    host: str
+    actions: list[Action]
+    guard: threading.Lock = field(default_factory=threading.Lock)
+    prepared: bool = False
+    error: str = ""
+    snapshot: dict[str, bytes] = field(default_factory=dict)
+    written: dict[ObjectKey, list[str]] = field(default_factory=dict)   # paths each action wrote or removed
+    claimed: set[ObjectKey] = field(default_factory=set)
+    reload_needed: bool = False
+    restart_all: set[str] = field(default_factory=set)   # workloads whose secrets changed in this wave
+
+
+class SystemdBackend:
+    target = TARGET
+
+    def __init__(self, resolved: ResolvedStack, meta: Meta, ssh_config: str | None = None,
+                 transports: Mapping[str, Transport] | None = None):
+        self.stack, self.meta = resolved, meta
+        self.project, self.env = meta.project, meta.env
+        systemd = resolved.spec.targets.systemd
+        self.hosts: list[str] = sorted(systemd.hosts) if systemd is not None else []
+        self.ssh_config = ssh_config
+        self._transports: dict[str, Transport] = dict(transports or {})
+        self._desired: dict[ObjectKey, DesiredObject] | None = None
+        self._values: dict[str, str] | None = None
+        self._batches: dict[tuple[str, int], _Batch] = {}
+        self._baseline: dict[tuple[str, str], int] = {}
+        self._guard = threading.Lock()
+
+    # -- transports ---------------------------------------------------------------------------------------------
+
+    def transport(self, host: str) -> Transport:
+        with self._guard:
+            if host not in self._transports:
+                spec_host = self.stack.spec.hosts.get(host)
+                address = spec_host.address if spec_host is not None else None
+                self._transports[host] = transport_for(address, host, self.ssh_config)
+            return self._transports[host]
+
+    def close(self) -> None:
+        for t in self._transports.values():
+            t.close()
+
+    # -- desired ------------------------------------------------------------------------------------------------
+
+    def desired(self) -> Mapping[ObjectKey, DesiredObject]:
+        if self._desired is None:
+            self._desired = self._build_desired()
+        return self._desired
+
+    def _build_desired(self) -> dict[ObjectKey, DesiredObject]:
+        files = emit_target("systemd", self.stack, self.meta)  # sealed: what compile writes
+        per_object: dict[tuple[str, str], dict[str, str]] = {}
+        for path, text in files.items():
+            host, rel = path.split("/", 1)
+            name = rel.split("/", 1)[0]
+            name = name.split("@", 1)[0] + "@.service" if "@" in name else name
+            per_object.setdefault((host, name), {})[rel] = text
+        by_base = {target.unit_base(self.project, w): w for w in self.stack.workloads.values()}
+        placement = self.stack.placements.get("systemd")
+        out: dict[ObjectKey, DesiredObject] = {}
+        for (host, name), texts in sorted(per_object.items()):
+            w = by_base[name.removesuffix(".service").removesuffix("@")]
+            replicas = [r for r in (placement.replicas.get(w.name, ()) if placement else ()) if r.host == host]
+            instances = [target.unit_name(self.project, w, r.index) for r in replicas]
+            checks = {target.unit_name(self.project, w, r.index): self._check(w, r.host_ports, r.index)
+                      for r in replicas}
+            gate = self._gate(w)
+            key = ObjectKey(TARGET, host, "unit", name)
+            out[key] = DesiredObject(
+                key, {"files": {rel: parse_unit(texts[rel]) for rel in sorted(texts)}, "enabled": sorted(instances)},
+                workload=w.name, gate=gate,
+                extra={"texts": dict(sorted(texts.items())), "instances": sorted(instances), "checks": checks})
+            if w.secrets:
+                refs = secret_refs(self.stack, w)
+                skey = ObjectKey(TARGET, host, "secret", f"{w.name}.env")
+                path = f"{target.SECRETS_ROOT}/{self.project}-{self.env}/{w.name}.env"
+                state = {"path": path, "mode": SECRET_MODE, "owner": SECRET_OWNER, "vars": sorted(refs),
+                         "refs": object_hash(refs)}
+                out[skey] = DesiredObject(skey, state, workload=w.name, secret_paths=SECRET_PATHS, gate=gate,
+                                          extra={"refs": refs, "unit": key, "path": path})
+        return out
+
+    def _gate(self, w: Workload) -> Gate:
+        interval = min(2.0, w.probe.interval_ms / 1000) if w.probe else 1.0
+        return Gate(float(w.startup_budget_s), max(0.2, interval))
+
+    def _check(self, w: Workload, ports: Mapping[str, int], index: int) -> Check:
+        probe = w.probe
+        if probe is None:
+            return Check("none")
+        timeout = max(1, -(-probe.timeout_ms // 1000))
+        if probe.kind == "exec":
+            command = tuple(probe.command or ())
+            runtime = self.stack.spec.targets.systemd.runtime if self.stack.spec.targets.systemd else "native"
+            if runtime != "native":  # the check runs where the spec means it: inside the container
+                name = target.container_name(self.meta, w, index)
+                command = (target.RUNTIME_BIN[runtime], "exec", name, *command)
+            return Check("exec", command=command, timeout_s=timeout)
+        return Check(probe.kind, _probe_port(probe, ports), probe.path or "/", (), timeout)
+
+    # -- reading ------------------------------------------------------------------------------------------------
+
+    def _candidates(self, host: str) -> list[str]:
+        names: set[str] = set()
+        for key, want in self.desired().items():
+            if key.scope == host and key.kind == "unit":
+                names.add(key.name)
+                names.update(want.extra["instances"] if key.name.endswith("@.service") else ())
+        return sorted(names)
+
+    def _read_host(self, host: str) -> str:
+        transport = self.transport(host)
+        nonce = pysecrets.token_hex(8)
+        try:
+            result = transport.sh(READ_SCRIPT, nonce, self.project, self.env, *self._candidates(host), timeout=120)
+        except TransientError as exc:
+            raise TransientError(f"cannot read host `{host}`: {exc}") from exc
+        except BackendError as exc:
+            raise BackendError(f"cannot read host `{host}`: {exc}") from exc
+        if result.rc != 0 or not result.out.startswith("hxpc-read 1 "):
+            raise BackendError(f"cannot read host `{host}` ({transport.name}): exit {result.rc}: "
+                               f"{result.err or result.out[:200] or 'no output'}")
+        return result.out
+
+    def read_raw(self, keys: Collection[ObjectKey] | None = None) -> dict[str, str]:
+        """Every host's report (or only the hosts of `keys`), read in parallel; any host that cannot be
+        read fails the whole read, naming each such host."""
+        hosts = self.hosts if keys is None else sorted({k.scope for k in keys if k.target == TARGET})
+        if not hosts:
+            return {}
+        out: dict[str, str] = {}
+        failures: list[BackendError] = []
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts)), thread_name_prefix="hxpc-read") as pool:
+            futures = {h: pool.submit(self._read_host, h) for h in hosts}
+            for host, future in futures.items():
+                try:
+                    out[host] = future.result()
+                except BackendError as exc:
+                    failures.append(exc)
+        if failures:
+            message = "; ".join(str(f) for f in failures)
+            if all(isinstance(f, TransientError) for f in failures):
+                raise TransientError(message)
+            raise BackendError(message)
+        return out
+
+    def parse(self, raw: Mapping[str, str]) -> LiveState:
+        live: dict[ObjectKey, LiveObject] = {}
+        for host in sorted(raw):
+            try:
+                live.update(parse_host(host, self.project, self.env, raw[host]))
+            except ReadError as exc:
+                raise BackendError(f"host `{host}`: {exc}") from exc
+        return live
+
+    # -- secrets and locking --------------------------------------------------------------------------------------
+
+    def resolve_secrets(self, names: Iterable[str]) -> dict[str, str]:
+        """The values of secrets `names`, read now (and kept in memory for the run); every missing one is
+        named at once."""
+        with self._guard:
+            values = dict(self._values or {})
+        missing = []
+        for name in sorted(set(names) - set(values)):
+            source = self.stack.spec.secrets[name]
+            if source.env:
+                value = os.environ.get(source.env)
+                if value is None:
+                    missing.append(f"secret `{name}`: environment variable {source.env} is not set")
+                    continue
+            else:
+                try:
+                    with open(source.file or "", encoding="utf-8") as handle:
+                        value = handle.read().removesuffix("\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    missing.append(f"secret `{name}`: cannot read {source.file}: {exc.__class__.__name__}")
+                    continue
+            if "\0" in value:
+                missing.append(f"secret `{name}`: contains a NUL character, which an environment cannot hold")
+                continue
+            values[name] = value
+        if missing:
+            raise BackendError("missing secrets; nothing was touched:\n" + "\n".join(f"  {m}" for m in missing))
+        with self._guard:
+            self._values = values
+        return values
+
+    def _secret_names(self, keys: Iterable[ObjectKey]) -> set[str]:
+        desired = self.desired()
+        return {r["secret"] for k in keys if k.kind == "secret" and k in desired
+                for r in desired[k].extra["refs"].values()}
+
+    def prepare(self, actions: Sequence[Action]) -> None:
+        """Preflight, with the lock held and the plan fresh: every secret a written file needs must resolve."""
+        self.resolve_secrets(self._secret_names(a.key for a in actions if a.kind in ("create", "update", "replace")))
+
+    def lock(self, info: LockInfo) -> MultiLock:
+        multi = MultiLock(info)
+        name = f"{self.project}-{self.env}"
+        try:
+            for host in self.hosts:
+                multi.handles.append(acquire(HostLock(self.transport(host), name), info,
+                                             f"{self.project}/{self.env} on host `{host}`"))
+        except BaseException:
+            multi.release()
+            raise
+        return multi
+
+    # -- applying -----------------------------------------------------------------------------------------------
+
+    def begin_wave(self, actions: Sequence[Action]) -> None:
+        with self._guard:
+            for action in actions:
+                key = (action.key.scope, action.wave)
+                self._batches.setdefault(key, _Batch(action.key.scope, [])).actions.append(action)
+
+    def end_wave(self, actions: Sequence[Action]) -> None:
+        with self._guard:
+            batches = [self._batches.pop(k) for k in sorted({(a.key.scope, a.wave) for a in actions})
+                       if k in self._batches]
+        errors = []
+        for batch in batches:
+            try:
+                self._finish(batch)
+            except BackendError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise BackendError("; ".join(errors))
+
+    def _finish(self, batch: _Batch) -> None:
+        """Undo what was prepared for actions that never ran (interrupted), and reload after deletes."""
+        t = self.transport(batch.host)
+        with batch.guard:
+            unclaimed = [k for k in batch.written if k not in batch.claimed]
+            if unclaimed:
+                self._restore(t, {p: batch.snapshot.get(p) for k in unclaimed for p in batch.written[k]})
+                batch.reload_needed = True
+            if batch.reload_needed:
+                t.check("systemctl daemon-reload", what="daemon-reload")
+                batch.reload_needed = False
+
+    def _batch_for(self, action: Action) -> tuple[_Batch, bool]:
+        with self._guard:
+            batch = self._batches.get((action.key.scope, action.wave))
+            if batch is not None and any(a.key == action.key for a in batch.actions):
+                return batch, False
+        return _Batch(action.key.scope, [action]), True  # outside a wave hook: a batch of one
+
+    def apply_action(self, action: Action, ctx: ActionContext) -> Undo | None:
+        batch, alone = self._batch_for(action)
+        self._prepare(batch)
+        with batch.guard:
+            batch.claimed.add(action.key)
+        if batch.error:
+            raise BackendError(batch.error)
+        try:
+            if action.kind == "delete":
+                return self._delete(batch, action, ctx)
+            if action.key.kind == "secret":
+                return self._apply_secret(batch, action)
+            return self._apply_unit(batch, action, ctx)
+        finally:
+            if alone:
+                self._finish(batch)
+
+    def _prepare(self, batch: _Batch) -> None:
+        with batch.guard:
+            if batch.prepared:
+                return
+            batch.prepared = True
+            t = self.transport(batch.host)
+            try:
+                batch.snapshot = self._snapshot(t, batch.actions)
+                self._write(t, batch)
+            except BackendError as exc:
+                batch.error = f"{t.name}: preparing wave on host `{batch.host}` failed: {exc}"
+                try:
+                    self._restore(t, {p: batch.snapshot.get(p) for ps in batch.written.values() for p in ps})
+                    t.check("systemctl daemon-reload", what="daemon-reload")
+                except BackendError as again:
+                    batch.error += f"; restoring the previous files failed too: {again}"
+                batch.written.clear()
+
+    def _snapshot(self, t: Transport, actions: Sequence[Action]) -> dict[str, bytes]:
+        args = []
+        for a in actions:
+            if a.key.kind == "unit":
+                args.append(f"unit:{a.key.name}")
+            else:
+                args.append(f"file:{self._secret_path(a.key)}")
+        nonce = pysecrets.token_hex(8)
+        result = t.sh(SNAPSHOT_SCRIPT, nonce, *args)
+        if result.rc != 0:
+            raise BackendError(f"reading the current files failed: {result.err}")
+        try:
+            return parse_snapshot(result.stdout, nonce)
+        except (ReadError, ValueError) as exc:
+            raise BackendError(f"reading the current files failed: {exc}") from exc
+
+    def _secret_path(self, key: ObjectKey) -> str:
+        return f"{target.SECRETS_ROOT}/{self.project}-{self.env}/{key.name}"
+
+    def _write(self, t: Transport, batch: _Batch) -> None:
+        """Every changed file of the batch's creates and updates, then one daemon-reload."""
+        desired = self.desired()
+        removals: list[str] = []
+        for action in batch.actions:
+            if action.kind == "delete":
+                continue
+            want = desired[action.key]
+            paths: list[str] = []
+            batch.written[action.key] = paths
+            if action.key.kind == "secret":
+                if action.kind in ("create", "update", "replace"):
+                    assert want.workload is not None
+                    text = env_file_text(self.meta, self.stack.workloads[want.workload], want.extra["refs"],
+                                         self.resolve_secrets(self._secret_names([action.key])))
+                    paths.append(want.extra["path"])
+                    t.put_file(want.extra["path"], text.encode(), mode=0o600, owner=SECRET_OWNER, dir_mode=0o700)
+                    batch.restart_all.add(want.workload)
+                continue
+            texts: dict[str, str] = want.extra["texts"]
+            for rel, text in texts.items():
+                path = f"{UNIT_DIR}/{rel}"
+                old = batch.snapshot.get(path)
+                if old is not None and parse_unit(old.decode("utf-8", "replace")) == parse_unit(text):
+                    continue
+                paths.append(path)
+                t.put_file(path, text.encode(), mode=0o644, owner="root:root")
+            for path in self._unit_paths(batch, action.key):
+                if path[len(UNIT_DIR) + 1:] not in texts:
+                    paths.append(path)
+                    removals.append(path)
+        if removals:
+            self._remove_files(t, removals)
+        if any(batch.written.values()):
+            t.check("systemctl daemon-reload", what="daemon-reload")
+
+    def _unit_paths(self, batch: _Batch, key: ObjectKey) -> list[str]:
+        """The snapshot's files of unit object `key` (its main file and its drop-ins)."""
+        base = key.name.removesuffix("@.service")
+        template = key.name.endswith("@.service")
+        return sorted(p for p in batch.snapshot if p == f"{UNIT_DIR}/{key.name}" or (
+            template and p.startswith(f"{UNIT_DIR}/{base}@") and p.endswith(".d/replica.conf")))
+
+    def _remove_files(self, t: Transport, paths: Sequence[str]) -> None:
+        # a drop-in directory goes with its last file; rmdir leaves one that holds someone else's drop-ins
+        script = 'for f in "$@"; do rm -f -- "$f"; case $f in *.d/*) rmdir -- "${f%/*}" 2>/dev/null;; esac; done; true'
+        t.check(script, *paths, what="removing unit files")
+
+    def _restore(self, t: Transport, files: Mapping[str, bytes | None]) -> None:
+        gone = sorted(p for p, data in files.items() if data is None)
+        for path, data in sorted(files.items()):
+            if data is not None:
+                secret = not path.startswith(UNIT_DIR + "/")
+                t.put_file(path, data, mode=0o600 if secret else 0o644, owner="root:root",
+                           dir_mode=0o700 if secret else 0o755)
+        if gone:
+            self._remove_files(t, gone)
+
+    def _systemctl(self, t: Transport, *, disable: Sequence[str] = (), enable: Sequence[str] = (),
+                   restart: Sequence[str] = (), stop: Sequence[str] = (), what: str) -> dict[str, dict[str, str]]:
+        """One command: disable --now, enable, restart (not waiting: the gate watches), stop; then the
+        restarted units' NRestarts, the health gate's baseline."""
+        lines = ["set -e"]
+        q = shlex.join
+        if disable:
+            lines.append(f"systemctl disable --now --quiet {q(disable)}")
+        if stop:
+            lines.append(f"systemctl stop {q(stop)}")
+        if enable:
+            lines.append(f"systemctl enable --quiet {q(enable)}")
+        if restart:
+            lines.append(f"systemctl reset-failed {q(restart)} 2>/dev/null || true")
+            lines.append(f"systemctl restart --no-block {q(restart)}")
+            lines.append(f"systemctl show -p Id,NRestarts {q(restart)}")
+        result = t.check("\n".join(lines), what=what)
+        return parse_show(result.out)
+
+    def _record_baseline(self, host: str, shown: Mapping[str, Mapping[str, str]]) -> None:
+        with self._guard:
+            for unit, props in shown.items():
+                self._baseline[(host, unit)] = int(props.get("NRestarts", "0") or 0)
+
+    def _apply_unit(self, batch: _Batch, action: Action, ctx: ActionContext) -> Undo:
+        t = self.transport(batch.host)
+        want = self.desired()[action.key]
+        instances: list[str] = want.extra["instances"]
+        written = batch.written.get(action.key, [])
+        before = ctx.live
+        old_instances = [] if before is None else _live_instances(before)
+        enabled_before = [] if before is None else list(before.state.get("enabled", []))
+        template_changed = any(not instance_of(p[len(UNIT_DIR) + 1:]) for p in written)
+        changed = {i for i in instances if template_changed or f"{UNIT_DIR}/{i}.d/replica.conf" in written}
+        active_before = {} if before is None else _active(before)
+        if action.kind == "restart" or want.workload in batch.restart_all or before is None:
+            changed = set(instances)
+        changed |= {i for i in instances if not active_before.get(i, False)}  # converge: whatever is down starts
+        removed = sorted(set(old_instances) - set(instances))
+        shown = self._systemctl(t, disable=removed, enable=instances, restart=sorted(changed),
+                                what=f"starting {', '.join(sorted(changed)) or action.key.name}")
+        self._record_baseline(batch.host, shown)
+        return Undo(action.key, "restore the previous unit files and restart the previous version",
+                    {"files": {p: batch.snapshot.get(p) for p in written}, "instances": instances,
+                     "old_instances": old_instances, "enabled_before": enabled_before,
+                     "active_before": active_before, "touched": sorted(changed | set(removed))})
+
+    def _apply_secret(self, batch: _Batch, action: Action) -> Undo:
+        """The file was written with the batch; restart the workload's instances here unless its unit
+        object is in this wave too (its action restarts them all)."""
+        t = self.transport(batch.host)
+        want = self.desired()[action.key]
+        unit_key: ObjectKey = want.extra["unit"]
+        restarted: list[str] = []
+        if not any(a.key == unit_key for a in batch.actions):
+            restarted = list(self.desired()[unit_key].extra["instances"])
+            shown = self._systemctl(t, restart=restarted, what=f"restarting {want.workload} for its secrets")
+            self._record_baseline(batch.host, shown)
+        path = want.extra["path"]
+        return Undo(action.key, f"restore the previous {path}",
+                    {"files": {path: batch.snapshot.get(path)} if path in batch.written.get(action.key, []) else {},
+                     "restart": restarted})
+
+    def _delete(self, batch: _Batch, action: Action, ctx: ActionContext) -> Undo:
+        t = self.transport(batch.host)
+        if action.key.kind == "secret":
+            path = self._secret_path(action.key)
+            self._remove_files(t, [path])
+            return Undo(action.key, f"restore {path}", {"files": {path: batch.snapshot.get(path)}, "restart": []})
+        before = ctx.live
+        instances = _live_instances(before) if before is not None else []
+        self._systemctl(t, disable=instances, what=f"stopping {action.key.name}")
+        paths = self._unit_paths(batch, action.key)
+        self._remove_files(t, paths)
+        with batch.guard:
+            batch.reload_needed = True
+        return Undo(action.key, "restore the unit files and start it again",
+                    {"files": {p: batch.snapshot.get(p) for p in paths}, "instances": instances,
+                     "old_instances": instances, "enabled_before": [] if before is None else
+                     list(before.state.get("enabled", [])), "active_before": _active(before) if before else {},
+                     "touched": instances})
+
+    def rollback(self, undo: Undo) -> None:
+        host = undo.key.scope
+        t = self.transport(host)
+        data: dict[str, Any] = undo.data
+        files: dict[str, bytes | None] = data["files"]
+        if undo.key.kind == "secret":
+            self._restore(t, files)
+            if data["restart"]:
+                self._systemctl(t, restart=data["restart"], what="restarting with the previous secrets")
+            return
+        old = set(data["old_instances"])
+        new_only = sorted(set(data["instances"]) - old)
+        if new_only:  # stopped while their files still exist
+            self._systemctl(t, disable=new_only, what="stopping the new instances")
+        self._restore(t, files)
+        t.check("systemctl daemon-reload", what="daemon-reload")
+        touched = [i for i in data["touched"] if i in old]
+        was_active = data["active_before"]
+        self._systemctl(t, enable=sorted(set(data["enabled_before"]) & old),
+                        restart=[i for i in touched if was_active.get(i)],
+                        stop=[i for i in touched if not was_active.get(i)], what="restoring the previous version")
+
+    # -- health -------------------------------------------------------------------------------------------------
+
+    def health(self, key: ObjectKey, deadline: float) -> HealthResult:
+        want = self.desired().get(key)
+        if want is None:
+            return HealthResult(True, "not in the spec")
+        unit = want if key.kind == "unit" else self.desired()[want.extra["unit"]]
+        instances: list[str] = unit.extra["instances"]
+        checks: dict[str, Check] = unit.extra["checks"]
+        t = self.transport(key.scope)
+        marker = "@@" + pysecrets.token_hex(6)
+        lines = [f"systemctl show -p Id,ActiveState,SubState,Result,NRestarts,MainPID {shlex.join(instances)}",
+                 f"echo '{marker} probes'"]
+        for i in instances:
+            check = checks[i]
+            if check.kind != "none":
+                lines += [f"echo '{marker} probe {i}'", f"( {probe_script(check)} ) 2>&1 </dev/null",
+                          f"echo \"{marker} rc {i} $?\""]
+        timeout = 10 + sum(c.timeout_s for c in checks.values())
+        result = t.sh("\n".join(lines), timeout=timeout)
+        states = parse_health(result.out, instances, marker)
+        problems, final = [], False
+        for s in states:
+            base = self._baseline.get((key.scope, s.unit))
+            crashed = base is not None and s.restarts > base
+            if s.active == "failed" or s.sub == "auto-restart" or crashed:
+                final = True
+                problems.append(f"{s.unit} {s.active}/{s.sub} (result {s.result or 'unknown'}, "
+                                f"{s.restarts - (base or 0)} restart(s))")
+            elif s.active != "active":
+                problems.append(f"{s.unit} {s.active}/{s.sub}")
+            elif s.probe_rc not in (None, 0):
+                problems.append(f"{s.unit} {_describe(checks[s.unit])}: {s.probe_output or f'exit {s.probe_rc}'}")
+        if problems:
+            return HealthResult(False, "; ".join(problems)[:500], final)
+        described = sorted({_describe(checks[s.unit]) for s in states if checks[s.unit].kind != "none"})
+        return HealthResult(True, "active/running" + (f", {', '.join(described)} ok" if described else ""))
+
+
+def _describe(check: Check) -> str:
+    if check.kind == "http":
+        return f"GET http://127.0.0.1:{check.port}{check.path}"
+    if check.kind == "tcp":
+        return f"tcp 127.0.0.1:{check.port}"
+    return f"exec {shlex.join(check.command)}"[:80]
+
+
+def _live_instances(obj: LiveObject) -> list[str]:
+    files = obj.state.get("files", {})
+    if not obj.key.name.endswith("@.service"):
+        return [obj.key.name]
+    return sorted(i for rel in files if (i := instance_of(rel)))
+
+
+def _active(obj: LiveObject) -> dict[str, bool]:
+    """Which instances were active, from the live status words (`unit: active/running, ...`)."""
+    instances = _live_instances(obj)
+    if len(instances) == 1:
+        return {instances[0]: obj.status.startswith("active/")}
+    out = {i: False for i in instances}
+    for part in obj.status.split(", "):
+        unit, _, words = part.partition(": ")
+        if unit in out:
+            out[unit] = words.startswith("active/")
+    return out
+
+
+def _first_of(branches: Sequence[tuple[str, str]], missing: str) -> str:
+    """A POSIX sh chain running the first available tool's check (as the compose target's health checks)."""
+    parts = [f"{'if' if i == 0 else 'elif'} {test}; then {check}" for i, (test, check) in enumerate(branches)]
+    parts.append(f"else echo {shlex.quote('no ' + missing + ' on the host')}; exit 1; fi")
+    return "; ".join(parts)
+
+
+def _has(tool: str) -> str:
+    return f"command -v {tool} >/dev/null 2>&1"
+
+
+def _busybox_has(applet: str) -> str:
+    return f"command -v busybox >/dev/null 2>&1 && busybox --list 2>/dev/null | grep -qx {applet}"
+
+
+_PY_HTTP = ("import sys,urllib.request as u\n"
+            "try: u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).close()\n"
+            "except Exception as e: print(e); sys.exit(1)")
+_PY_TCP = ("import socket,sys\n"
+           "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), float(sys.argv[2])).close()\n"
+           "except Exception as e: print(e); sys.exit(1)")
+
+
+def probe_script(check: Check) -> str:
+    """The check as a POSIX sh script for the host, using the first of curl, wget, busybox wget, python3
+    or bash (http), or bash, nc, busybox nc, python3 (tcp): no tool is assumed to exist."""
+    s = check.timeout_s
+    limit = f"if {_has('timeout')}; then T='timeout {s + 1}'; else T=; fi; "
+    if check.kind == "exec":
+        return limit + f"$T {shlex.join(check.command)}"
+    port = check.port
+    if check.kind == "tcp":
+        raw = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
+        return limit + _first_of([
+            (_has("bash"), f"$T bash -c {shlex.quote(raw)}"),
+            (_has("nc"), f"nc -z -w {s} 127.0.0.1 {port}"),
+            (_busybox_has("nc"), f"busybox nc -w {s} 127.0.0.1 {port} </dev/null"),
+            (_has("python3"), f"python3 -c {shlex.quote(_PY_TCP)} {port} {s}"),
+        ], "bash, nc, busybox nc or python3")
+    path = check.path if check.path.startswith("/") else "/" + check.path
+    url = shlex.quote(f"http://127.0.0.1:{port}{path}")
+    raw = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+           f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n" {shlex.quote(path)} >&3'
+           ' && head -n 1 <&3 | grep -qE "^HTTP/[0-9.]+ [23]"')
+    return limit + _first_of([
+        (_has("curl"), f"curl -fsS -o /dev/null -m {s} {url}"),
+        # no `-T`: Debian bookworm's busybox wget segfaults with it; `timeout` bounds both instead
+        (_has("wget"), f"$T wget -q -O /dev/null {url}"),
+        (_busybox_has("wget"), f"$T busybox wget -q -O /dev/null {url}"),
+        (_has("python3"), f"python3 -c {shlex.quote(_PY_HTTP)} {url} {s}"),
+        (_has("bash"), f"$T bash -c {shlex.quote(raw)}"),
+    ], "curl, wget, busybox wget, python3 or bash")
+
+
+__all__ = ["Check", "HostLock", "SystemdBackend", "env_file_text", "probe_script"]

@@ -1,4 +1,4 @@
-"""Benchmark: `plan` for the compose target against a Docker Engine running N containers.
+"""Benchmark: `plan` against live systems: a Docker Engine with N containers, and a systemd host with N units.
 
 For each N a generated spec of N busybox services (no published ports, no health check) is applied
 once, then planned three times against the live Engine. Prints the best wall time of a plan (reading
@@ -6,7 +6,8 @@ the Engine, parsing, diffing: it is I/O-bound, so wall time is what a user waits
 requests one plan made, counted at the SDK's HTTP session. Planning must make a constant number of
 calls (one list per kind of object), not one per container. Everything the bench created is removed
 afterwards, also on failure. Needs `hxpc-test/busybox:1` (`.ci/build-test-images.sh`).
-Run: python bench/plan.py [N ...]   (default 10 50 200)
+The systemd case (bench/plan_systemd.py) plans against one systemd host with N units and counts the
+commands run per host. Run: python bench/plan.py [docker|systemd] [N ...]   (default: both, 10 50 200)
 """
 
 from __future__ import annotations
@@ -105,7 +106,21 @@ def bench(n: int, tmp: Path) -> tuple[float, float, Counter[str], int]:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [10, 50, 200]
+    args = sys.argv[1:]
+    case = args.pop(0) if args and args[0] in ("docker", "systemd") else "all"
+    sizes = [int(a) for a in args] or [10, 50, 200]
+    if case in ("docker", "all"):
+        print("compose target, Docker Engine:")
+        docker_case(sizes)
+    if case in ("systemd", "all"):
+        print("systemd target, one host through the docker transport:")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import plan_systemd
+
+        plan_systemd.main(sizes)
+
+
+def docker_case(sizes: list[int]) -> None:
     print(f"{'N':>5} {'running':>8} {'apply (s)':>10} {'plan (s)':>9} {'API calls/plan':>15}  calls")
     for n in sizes:
         with tempfile.TemporaryDirectory() as tmp:

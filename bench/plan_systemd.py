@@ -6,7 +6,7 @@ would leave them (files, enabled, started), then plans against it through a
 transport that counts the commands it runs. Prints, per N, the wall time of
 planning (best of 3) and the commands run on the host per plan: reading is one
 command per host whatever N is, so the count must stay flat while N grows.
-Run: python bench/plan_systemd.py [N ...]   (default 10 50 200)
+Run by bench/plan.py (its systemd case), or alone: python bench/plan_systemd.py [N ...]
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def install(container: str, files: dict[str, str]) -> None:
     raise SystemExit(f"the {len(units)} bench units did not all start")
 
 
-def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [10, 50, 200]
+def main(sizes: list[int] | None = None) -> None:
+    sizes = sizes or [int(a) for a in sys.argv[1:]] or [10, 50, 200]
     container = f"hxpc-bench-{uuid.uuid4().hex[:6]}"
     subprocess.run(["docker", "run", "-d", "--name", container, "--cap-add", "SYS_ADMIN", "--tmpfs", "/run",
                     "--tmpfs", "/run/lock", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro", IMAGE],

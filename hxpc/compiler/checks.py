@@ -14,10 +14,12 @@ from collections.abc import Iterable, Iterator
 
 from hxpc.compiler.load import Path
 from hxpc.compiler.merge import Merged
-from hxpc.compiler.model import Placement, Workload, bytes_per_param, placements_of, workloads_of
+from hxpc.compiler.model import Placement, Workload, bytes_per_param, place, placements_of, workloads_of
 from hxpc.compiler.spec import Stack
 from hxpc.compiler.units import format_size
 from hxpc.diagnostics import Diagnostic
+
+ENGINE_HOST = "the Docker Engine"
 
 
 def suggest(name: str, choices: Iterable[str]) -> str | None:
@@ -54,6 +56,10 @@ class _Checker:
         for placement in placements_of(self.stack, self.workloads).values():
             self.gpus(placement)
             self.ports(placement)
+        compose = self.stack.targets.compose
+        if compose is not None and compose.host is None:
+            # without a named host, every container still publishes its ports on the one Docker Engine
+            self.ports(place("compose", self.workloads.values(), lambda w: (ENGINE_HOST,)))
         return self.found
 
     def names(self) -> None:

@@ -180,9 +180,17 @@ def test_a_clash_of_many_replicas_is_reported_once(tmp_path: Path) -> None:
     assert codes(found) == ["HX308"]
 
 
-def test_ports_are_not_checked_without_a_host_placement(tmp_path: Path) -> None:
+def test_ports_are_not_checked_on_kubernetes(tmp_path: Path) -> None:
     ok(tmp_path, "services:\n  a: {image: a, ports: {http: 80}}\n  b: {image: b, ports: {http: 80}}\n"
-                 "targets: {kubernetes: {}, compose: {}}\n")
+                 "targets: {kubernetes: {}}\n")
+
+
+def test_compose_without_a_host_still_publishes_on_one_engine(tmp_path: Path) -> None:
+    (d,) = problems(tmp_path, "services:\n  a: {image: a, ports: {http: 80}}\n  b: {image: b, ports: {http: 79},"
+                              " replicas: 2}\ntargets: {kubernetes: {}, compose: {}}\n")
+    assert d.code == "HX308"
+    assert "host port 80 on `the Docker Engine` is taken twice (compose)" in d.message
+    assert "`b` replica 1" in d.message
 
 
 def test_systemd_docker_runtime_needs_an_image(tmp_path: Path) -> None:

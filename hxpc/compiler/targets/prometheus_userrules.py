@@ -2,8 +2,9 @@
 
 Reported as HX402 at compile time: unknown keys, missing names, duplicate
 group names (`hxpc.` names are hxpc's own), bad durations, metric or label
-names, and expressions whose brackets or quotes do not balance. Not a PromQL
-parser: promtool checks the rest in hxpc's own tests.
+names, and expressions that are not valid PromQL (parsed and type-checked by
+promql-parser, the Rust parser GreptimeDB maintains, so a typo fails the
+compile rather than Prometheus' rule reload).
 """
 
 from __future__ import annotations
@@ -92,35 +93,11 @@ def _is_duration(value: object) -> bool:
 
 
 def promql_problem(expr: str) -> str | None:
-    """What is wrong with an expression's brackets and quotes, or None.
+    """The parser's complaint about a PromQL expression, or None when it parses and type-checks."""
+    import promql_parser  # only specs with their own rules pay for the import
 
-    Not a PromQL parser: it catches the mistakes YAML lets through (an unclosed
-    string, a stray bracket); promtool checks the rest in hxpc's own tests.
-    """
-    closing = {")": "(", "]": "[", "}": "{"}
-    stack: list[str] = []
-    quote: str | None = None
-    escaped = False
-    for ch in expr:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\" and quote != "`":
-                escaped = True
-            elif ch == quote:
-                quote = None
-        elif ch in "\"'`":
-            quote = ch
-        elif ch in "([{":
-            stack.append(ch)
-        elif ch in closing:
-            if not stack or stack.pop() != closing[ch]:
-                return f"unbalanced `{ch}`"
-        elif ch == "#":
-            break  # a comment runs to the end of the line; rules are usually one line
-    if quote:
-        return f"unterminated string starting with {quote}"
-    if stack:
-        return f"unclosed `{stack[-1]}`"
+    try:
+        promql_parser.parse(expr)
+    except ValueError as exc:
+        return str(exc)
     return None
-

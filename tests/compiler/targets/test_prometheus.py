@@ -324,7 +324,7 @@ def test_monitoring_rules_pass_through(tmp_path: Path) -> None:
 @pytest.mark.parametrize("rules, message", [
     ("[{rules: []}]", "needs a `name`"),
     ("[{name: x, rules: [{expr: up}]}]", "exactly one of `alert` or `record`"),
-    ("[{name: x, rules: [{alert: A, expr: 'sum(rate(up[5m])'}]}]", "does not parse: unclosed `(`"),
+    ("[{name: x, rules: [{alert: A, expr: 'sum(rate(up[5m])'}]}]", "does not parse: unclosed left parenthesis"),
     ("[{name: x, rules: [{alert: A, expr: 'up{job=\"a}'}]}]", "unterminated string"),
     ("[{name: x, rules: [{record: 'bad name', expr: up}]}]", "not a valid metric name"),
     ("[{name: x, rules: [{alert: A, expr: up, for: 5 minutes}]}]", "not a Prometheus duration"),
@@ -350,8 +350,9 @@ def test_slo_without_metrics_is_hx403(tmp_path: Path) -> None:
 
 def test_promql_problem() -> None:
     assert promql_problem('sum by (x) (rate(m{a="(}"}[5m]))') is None
-    assert promql_problem("sum(rate(m[5m])") == "unclosed `(`"
-    assert promql_problem("m]") == "unbalanced `]`"
+    assert promql_problem("sum(rate(m[5m])") == "unclosed left parenthesis"
+    assert promql_problem("rate(m)") == "expected type matrix in call to function 'rate', got vector"
+    assert promql_problem("m]") is not None
 
 
 # ---------------------------------------------------------------- determinism and speed

@@ -325,7 +325,7 @@ def test_monitoring_rules_pass_through(tmp_path: Path) -> None:
     ("[{rules: []}]", "needs a `name`"),
     ("[{name: x, rules: [{expr: up}]}]", "exactly one of `alert` or `record`"),
     ("[{name: x, rules: [{alert: A, expr: 'sum(rate(up[5m])'}]}]", "does not parse: unclosed left parenthesis"),
-    ("[{name: x, rules: [{alert: A, expr: 'up{job=\"a}'}]}]", "unterminated string"),
+    ("[{name: x, rules: [{alert: A, expr: 'up{job=\"a}'}]}]", "unterminated quoted string"),
     ("[{name: x, rules: [{record: 'bad name', expr: up}]}]", "not a valid metric name"),
     ("[{name: x, rules: [{alert: A, expr: up, for: 5 minutes}]}]", "not a Prometheus duration"),
     ("[{name: x, rules: [{alert: A, expr: up, labels: {severity: 1}}]}]", "label names to text values"),

@@ -95,7 +95,7 @@ def _template(name: str) -> jinja2.Template:
 @functools.cache
 def _jinja() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("hxpc", "templates/systemd"), undefined=jinja2.StrictUndefined,
+        loader=jinja2.PackageLoader("hxpc.templates.systemd", ""), undefined=jinja2.StrictUndefined,
         trim_blocks=True, lstrip_blocks=True, autoescape=False, keep_trailing_newline=True)
 
 

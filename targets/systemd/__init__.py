@@ -1,0 +1,1 @@
+"""Templates of the systemd target: unit files and per-replica drop-ins."""

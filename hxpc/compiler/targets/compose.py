@@ -58,7 +58,7 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
-from hxpc.compiler.units import format_duration, format_size
+from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
 
 FILE = "compose.yaml"
@@ -233,7 +233,9 @@ def _deploy(w: Workload, replicas: tuple[Replica, ...], host_set: bool) -> dict[
     deploy: dict[str, Any] = {"replicas": len(replicas)}
     limits: dict[str, Any] = {}
     if w.cpu_millis is not None:
-        limits["cpus"] = w.cpu_millis // 1000 if w.cpu_millis % 1000 == 0 else w.cpu_millis / 1000
+        # text, not a number: compose-go (docker compose v2) refuses an integer here ("unexpected value
+        # type int for cpus") although the Compose Specification schema allows one
+        limits["cpus"] = cores(w.cpu_millis)
     if w.memory_bytes is not None:
         limits["memory"] = _docker_bytes(w.memory_bytes)
     resources: dict[str, Any] = {}

@@ -21,12 +21,12 @@ def write_spec(directory: Path, n: int, envs: tuple[str, ...] = ("staging", "pro
     lines += ["secrets:", "  db-password: {env: BENCH_DB_PASSWORD}", "models:"]
     for m in range(models):
         lines += [f"  model-{m:05d}:", "    source: meta-llama/Llama-3.1-8B-Instruct", f"    served_name: m{m}",
-                  "    params_b: 8.0", "    tensor_parallel: 2", f"    port: {8000 + (m % 4) * 10}",
+                  "    params_b: 8.0", "    tensor_parallel: 2", f"    port: {60000 + m}",
                   f"    hosts: [gpu-{m // 4:04d}]"]
     lines.append("services:")
     for s in range(services):
         app = s // 200
-        port = 10000 + (s % 200) * 10
+        port = 10000 + s * 10  # unique: the compose target publishes every port on one engine
         deps = f"[svc-{s - 1:05d}]" if s % 200 else f"[model-{s % models:05d}]"
         lines += [f"  svc-{s:05d}:", f"    image: registry.example/svc-{s}:1.0.{s}", f"    ports: {{http: {port}}}",
                   f"    env: {{LOG_LEVEL: INFO, SVC_INDEX: \"{s}\"}}", "    secrets: {DB_PASSWORD: db-password}",

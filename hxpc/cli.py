@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -360,12 +361,13 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         _err(f"hxpc: internal error: {type(exc).__name__}: {exc}\n"
              "hxpc: this is a bug in hxpc; rerun with HXPC_DEBUG=1 for the traceback\n")
-        import os
-
         if os.environ.get("HXPC_DEBUG"):
             raise
         return 1
 
 
 def entrypoint() -> None:
+    # hxpc's models need no pydantic plugins, and looking them up scans every installed package's
+    # entry points (~30 ms of a ~0.5 s compile); a user can still opt in by setting the variable
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     sys.exit(main())

@@ -27,8 +27,8 @@ when run by `docker compose up` as well as by `hxpc apply`:
   `VAR` itself. Values never appear; top-level secrets name only their source.
 - Health checks: `exec` runs as `CMD`. A model's HTTP check uses the vLLM
   image's python3. Other http/tcp checks cannot assume a tool in the image, so
-  a `CMD-SHELL` script uses the first of curl, wget, python3 or bash
-  (`/dev/tcp`) it finds for http, and bash, nc or python3 for tcp; an image
+  they are `CMD-SHELL` scripts from `hxpc.compiler.probes` (the systemd health
+  gate runs the same ones), which use the first tool they find; an image
   without `/bin/sh` needs an `exec` check.
 - Volumes are named `<name>-<volume>` (Docker volume `<project>-<env>_<key>`).
   Docker's local driver has no size limit, so `size` is kept as the volume's
@@ -49,13 +49,10 @@ when run by `docker compose up` as well as by `hxpc apply`:
 
 from __future__ import annotations
 
-import math
-import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hxpc.compiler import yamlout
+from hxpc.compiler import probes, yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.units import cores, format_duration, format_size
@@ -72,10 +69,6 @@ FILE_VARS = {"HF_TOKEN": "HF_TOKEN_PATH"}
 CAP_ADD = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID")
 RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 SHM_MIN_GIB, SHM_GIB_PER_GPU = 2, 1
-
-_PY_HTTP = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=int(sys.argv[2]))"
-_PY_TCP = ('import socket, sys; '
-           'socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=int(sys.argv[2])).close()')
 
 
 def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
@@ -262,59 +255,19 @@ def _docker_bytes(size: int) -> str:
 
 
 def _healthcheck(w: Workload, probe: Probe) -> dict[str, Any]:
-    seconds = max(1, math.ceil(probe.timeout_ms / 1000))
+    seconds = probes.timeout_s(probe.timeout_ms)
     if probe.kind == "exec":
         test = ["CMD", *(probe.command or ())]
     elif probe.port is None:
         raise TargetError([_limit(w, "health", f"the health check of `{w.name}` names no known port")])
     elif probe.kind == "http" and w.kind == "model":
-        test = ["CMD", "python3", "-c", _PY_HTTP, _url(probe.port, probe.path), str(seconds)]
+        test = ["CMD", "python3", "-c", probes.PY_HTTP, probes.url(probe.port, probe.path), str(seconds)]
     elif probe.kind == "http":
-        test = ["CMD-SHELL", _http_script(probe.port, probe.path, seconds)]
+        test = ["CMD-SHELL", probes.http_script(probe.port, probe.path, seconds)]
     else:
-        test = ["CMD-SHELL", _tcp_script(probe.port, seconds)]
+        test = ["CMD-SHELL", probes.tcp_script(probe.port, seconds)]
     return {"test": test, "interval": format_duration(probe.interval_ms), "timeout": format_duration(probe.timeout_ms),
             "retries": probe.retries, "start_period": format_duration(probe.start_period_ms)}
-
-
-def _path(path: str | None) -> str:
-    path = path or "/"
-    return path if path.startswith("/") else "/" + path
-
-
-def _url(port: int, path: str | None) -> str:
-    return f"http://127.0.0.1:{port}{_path(path)}"
-
-
-def _first_of(branches: Iterable[tuple[str, str]], missing: str) -> str:
-    """A POSIX sh chain running the first available tool's check (exactly one runs, its status is the result)."""
-    parts = [f"{'if' if i == 0 else 'elif'} command -v {tool} >/dev/null 2>&1; then {check}"
-             for i, (tool, check) in enumerate(branches)]
-    parts.append(f"else echo {shlex.quote(f'hxpc health check: the image has none of {missing}')} >&2; exit 1; fi")
-    return "; ".join(parts)
-
-
-def _http_script(port: int, path: str | None, seconds: int) -> str:
-    url = shlex.quote(_url(port, path))
-    target = shlex.quote(_path(path))
-    raw = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-           f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n" {target} >&3 && '
-           'head -n 1 <&3 | grep -qE "^HTTP/[0-9.]+ [23]"')
-    return _first_of([
-        ("curl", f"curl -fsS -o /dev/null -m {seconds} {url}"),
-        # no `-T`: Debian's busybox-static wget (1.35) segfaults with it, and Docker enforces `timeout` anyway
-        ("wget", f"wget -q -O /dev/null {url}"),
-        ("python3", f"python3 -c {shlex.quote(_PY_HTTP)} {url} {seconds}"),
-        ("bash", f"bash -c {shlex.quote(raw)}"),
-    ], "curl, wget, python3, bash")
-
-
-def _tcp_script(port: int, seconds: int) -> str:
-    return _first_of([
-        ("bash", f"bash -c {shlex.quote(f'exec 3<>/dev/tcp/127.0.0.1/{port}')}"),
-        ("nc", f"nc -z -w {seconds} 127.0.0.1 {port}"),
-        ("python3", f"python3 -c {shlex.quote(_PY_TCP)} {port} {seconds}"),
-    ], "bash, nc, python3")
 
 
 def _depends_on(w: Workload, stack: ResolvedStack, members: dict[str, list[str]]) -> dict[str, Any]:

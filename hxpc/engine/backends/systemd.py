@@ -1,9 +1,7 @@
 """The systemd backend: hxpc's units and secret files on each host of `targets.systemd`, over a Transport.
 
-Desired objects are the systemd target's files (`emit`), one object per unit
-and host (a template together with the drop-ins of its instances on that
-host), plus one secret environment file per workload and host whose state is
-a hash of the secret references, never of values. Live state costs one
+Desired objects (units and secret files per host, with the instances'
+health checks) are built purely in `systemd_desired`. Live state costs one
 command per host (`READ_SCRIPT`, parsed purely in `systemd_parse`); every
 host is read, in parallel, before anything is planned, so an unreachable host
 fails the plan with its name and the transport's message. Applying follows
@@ -14,10 +12,11 @@ enables and restarts exactly the instances whose files (or secrets) changed.
 Secret values are resolved from the environment or files in the preflight
 (lock held, plan fresh, no action run yet: a missing one refuses the apply
 with nothing touched), only for the secret files the plan writes, and travel
-only on a command's stdin into a root-only 0600 file. Deletes stop and disable, then
-remove files; the reload follows at the end of the wave. Rollback restores
-the snapshot and restarts the previous version. The lock is a `mkdir` under
-`/run/lock` on every host (atomic), holding a JSON info file.
+only on a command's stdin into a root-only 0600 file. Deletes stop and
+disable, then remove files; the reload follows at the end of the wave.
+Rollback restores the snapshot and restarts the previous version. The lock
+is a `mkdir` under `/run/lock` on every host (atomic), holding a JSON info
+file. The health gate runs each instance's check (`probe_script`) on its host.
 """
 
 from __future__ import annotations
@@ -32,13 +31,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from hxpc.compiler.bundle import Meta, emit_target, object_hash
-from hxpc.compiler.model import Probe, ResolvedStack, Workload
-from hxpc.compiler.targets import systemd as target
+from hxpc.compiler.bundle import Meta
+from hxpc.compiler.model import ResolvedStack
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
+from hxpc.engine.backends.systemd_desired import (
+    SECRET_OWNER,
+    Check,
+    describe,
+    desired_objects,
+    env_file_text,
+    probe_script,
+    secret_path,
+)
 from hxpc.engine.backends.systemd_parse import (
     READ_SCRIPT,
-    SECRET_PATHS,
     SNAPSHOT_SCRIPT,
     TARGET,
     UNIT_DIR,
@@ -51,54 +57,13 @@ from hxpc.engine.backends.systemd_parse import (
     parse_unit,
 )
 from hxpc.engine.lock import LockInfo, MultiLock, acquire
-from hxpc.engine.objects import DesiredObject, Gate, LiveObject, LiveState, ObjectKey
+from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
 from hxpc.engine.transport import Transport, transport_for
 from hxpc.errors import BackendError
 
-SECRET_MODE, SECRET_OWNER = "0600", "root:root"
 LOCK_SCRIPT_DIR = 'b=/run/lock; [ -d "$b" ] || b=/var/lock; d=$b/hxpc-$1'
 MISSING_INFO_TTL_S = 60  # a lock directory without its info file: its taker died between mkdir and write
-
-
-# -- desired objects -------------------------------------------------------------------------------------------------
-
-
-def _env_quote(value: str) -> str:
-    """systemd's EnvironmentFile syntax: double quotes, with `"`, `\\`, `` ` `` and `$` escaped (newlines kept)."""
-    return '"' + "".join("\\" + c if c in '"\\`$' else c for c in value) + '"'
-
-
-def secret_refs(stack: ResolvedStack, w: Workload) -> dict[str, dict[str, str]]:
-    refs: dict[str, dict[str, str]] = {}
-    for var, name in sorted(w.secrets.items()):
-        source = stack.spec.secrets[name]
-        refs[var] = {"secret": name, **({"env": source.env} if source.env else {"file": source.file or ""})}
-    return refs
-
-
-def env_file_text(meta: Meta, w: Workload, refs: Mapping[str, Mapping[str, str]], values: Mapping[str, str]) -> str:
-    lines = [f"# Secrets of {meta.project} {w.kind} {w.name} (env {meta.env}), written by hxpc apply: root-only,",
-             "# never in a unit, plan or log. Do not edit: hxpc rewrites it when the references change.",
-             f"# X-Hxpc-Project={meta.project}", f"# X-Hxpc-Env={meta.env}", f"# X-Hxpc-Name={w.name}",
-             f"# X-Hxpc-Vars={' '.join(sorted(refs))}", f"# X-Hxpc-Refs={object_hash(refs)}"]
-    lines += [f"{var}={_env_quote(values[ref['secret']])}" for var, ref in sorted(refs.items())]
-    return "\n".join(lines) + "\n"
-
-
-def _probe_port(probe: Probe, ports: Mapping[str, int]) -> int | None:
-    return ports.get(probe.port_name or "", probe.port)
-
-
-@dataclass(frozen=True)
-class Check:
-    """What the gate probes for one instance, on its host."""
-
-    kind: str           # http | tcp | exec | none
-    port: int | None = None
-    path: str = "/"
-    command: tuple[str, ...] = ()
-    timeout_s: int = 3
 
 
 # -- the lock primitive ----------------------------------------------------------------------------------------------
@@ -205,59 +170,8 @@ class SystemdBackend:
 
     def desired(self) -> Mapping[ObjectKey, DesiredObject]:
         if self._desired is None:
-            self._desired = self._build_desired()
+            self._desired = desired_objects(self.stack, self.meta)
         return self._desired
-
-    def _build_desired(self) -> dict[ObjectKey, DesiredObject]:
-        files = emit_target("systemd", self.stack, self.meta)  # sealed: what compile writes
-        per_object: dict[tuple[str, str], dict[str, str]] = {}
-        for path, text in files.items():
-            host, rel = path.split("/", 1)
-            name = rel.split("/", 1)[0]
-            name = name.split("@", 1)[0] + "@.service" if "@" in name else name
-            per_object.setdefault((host, name), {})[rel] = text
-        by_base = {target.unit_base(self.project, w): w for w in self.stack.workloads.values()}
-        placement = self.stack.placements.get("systemd")
-        out: dict[ObjectKey, DesiredObject] = {}
-        for (host, name), texts in sorted(per_object.items()):
-            w = by_base[name.removesuffix(".service").removesuffix("@")]
-            replicas = [r for r in (placement.replicas.get(w.name, ()) if placement else ()) if r.host == host]
-            instances = [target.unit_name(self.project, w, r.index) for r in replicas]
-            checks = {target.unit_name(self.project, w, r.index): self._check(w, r.host_ports, r.index)
-                      for r in replicas}
-            gate = self._gate(w)
-            key = ObjectKey(TARGET, host, "unit", name)
-            out[key] = DesiredObject(
-                key, {"files": {rel: parse_unit(texts[rel]) for rel in sorted(texts)}, "enabled": sorted(instances)},
-                workload=w.name, gate=gate,
-                extra={"texts": dict(sorted(texts.items())), "instances": sorted(instances), "checks": checks})
-            if w.secrets:
-                refs = secret_refs(self.stack, w)
-                skey = ObjectKey(TARGET, host, "secret", f"{w.name}.env")
-                path = f"{target.SECRETS_ROOT}/{self.project}-{self.env}/{w.name}.env"
-                state = {"path": path, "mode": SECRET_MODE, "owner": SECRET_OWNER, "vars": sorted(refs),
-                         "refs": object_hash(refs)}
-                out[skey] = DesiredObject(skey, state, workload=w.name, secret_paths=SECRET_PATHS, gate=gate,
-                                          extra={"refs": refs, "unit": key, "path": path})
-        return out
-
-    def _gate(self, w: Workload) -> Gate:
-        interval = min(2.0, w.probe.interval_ms / 1000) if w.probe else 1.0
-        return Gate(float(w.startup_budget_s), max(0.2, interval))
-
-    def _check(self, w: Workload, ports: Mapping[str, int], index: int) -> Check:
-        probe = w.probe
-        if probe is None:
-            return Check("none")
-        timeout = max(1, -(-probe.timeout_ms // 1000))
-        if probe.kind == "exec":
-            command = tuple(probe.command or ())
-            runtime = self.stack.spec.targets.systemd.runtime if self.stack.spec.targets.systemd else "native"
-            if runtime != "native":  # the check runs where the spec means it: inside the container
-                name = target.container_name(self.meta, w, index)
-                command = (target.RUNTIME_BIN[runtime], "exec", name, *command)
-            return Check("exec", command=command, timeout_s=timeout)
-        return Check(probe.kind, _probe_port(probe, ports), probe.path or "/", (), timeout)
 
     # -- reading ------------------------------------------------------------------------------------------------
 
@@ -459,7 +373,7 @@ class SystemdBackend:
             raise BackendError(f"reading the current files failed: {exc}") from exc
 
     def _secret_path(self, key: ObjectKey) -> str:
-        return f"{target.SECRETS_ROOT}/{self.project}-{self.env}/{key.name}"
+        return secret_path(self.meta, key.name)
 
     def _write(self, t: Transport, batch: _Batch) -> None:
         """Every changed file of the batch's creates and updates, then one daemon-reload."""
@@ -655,19 +569,11 @@ class SystemdBackend:
             elif s.active != "active":
                 problems.append(f"{s.unit} {s.active}/{s.sub}")
             elif s.probe_rc not in (None, 0):
-                problems.append(f"{s.unit} {_describe(checks[s.unit])}: {s.probe_output or f'exit {s.probe_rc}'}")
+                problems.append(f"{s.unit} {describe(checks[s.unit])}: {s.probe_output or f'exit {s.probe_rc}'}")
         if problems:
             return HealthResult(False, "; ".join(problems)[:500], final)
-        described = sorted({_describe(checks[s.unit]) for s in states if checks[s.unit].kind != "none"})
+        described = sorted({describe(checks[s.unit]) for s in states if checks[s.unit].kind != "none"})
         return HealthResult(True, "active/running" + (f", {', '.join(described)} ok" if described else ""))
-
-
-def _describe(check: Check) -> str:
-    if check.kind == "http":
-        return f"GET http://127.0.0.1:{check.port}{check.path}"
-    if check.kind == "tcp":
-        return f"tcp 127.0.0.1:{check.port}"
-    return f"exec {shlex.join(check.command)}"[:80]
 
 
 def _live_instances(obj: LiveObject) -> list[str]:
@@ -690,58 +596,4 @@ def _active(obj: LiveObject) -> dict[str, bool]:
     return out
 
 
-def _first_of(branches: Sequence[tuple[str, str]], missing: str) -> str:
-    """A POSIX sh chain running the first available tool's check (as the compose target's health checks)."""
-    parts = [f"{'if' if i == 0 else 'elif'} {test}; then {check}" for i, (test, check) in enumerate(branches)]
-    parts.append(f"else echo {shlex.quote('no ' + missing + ' on the host')}; exit 1; fi")
-    return "; ".join(parts)
-
-
-def _has(tool: str) -> str:
-    return f"command -v {tool} >/dev/null 2>&1"
-
-
-def _busybox_has(applet: str) -> str:
-    return f"command -v busybox >/dev/null 2>&1 && busybox --list 2>/dev/null | grep -qx {applet}"
-
-
-_PY_HTTP = ("import sys,urllib.request as u\n"
-            "try: u.urlopen(sys.argv[1], timeout=float(sys.argv[2])).close()\n"
-            "except Exception as e: print(e); sys.exit(1)")
-_PY_TCP = ("import socket,sys\n"
-           "try: socket.create_connection(('127.0.0.1', int(sys.argv[1])), float(sys.argv[2])).close()\n"
-           "except Exception as e: print(e); sys.exit(1)")
-
-
-def probe_script(check: Check) -> str:
-    """The check as a POSIX sh script for the host, using the first of curl, wget, busybox wget, python3
-    or bash (http), or bash, nc, busybox nc, python3 (tcp): no tool is assumed to exist."""
-    s = check.timeout_s
-    limit = f"if {_has('timeout')}; then T='timeout {s + 1}'; else T=; fi; "
-    if check.kind == "exec":
-        return limit + f"$T {shlex.join(check.command)}"
-    port = check.port
-    if check.kind == "tcp":
-        raw = f"exec 3<>/dev/tcp/127.0.0.1/{port}"
-        return limit + _first_of([
-            (_has("bash"), f"$T bash -c {shlex.quote(raw)}"),
-            (_has("nc"), f"nc -z -w {s} 127.0.0.1 {port}"),
-            (_busybox_has("nc"), f"busybox nc -w {s} 127.0.0.1 {port} </dev/null"),
-            (_has("python3"), f"python3 -c {shlex.quote(_PY_TCP)} {port} {s}"),
-        ], "bash, nc, busybox nc or python3")
-    path = check.path if check.path.startswith("/") else "/" + check.path
-    url = shlex.quote(f"http://127.0.0.1:{port}{path}")
-    raw = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
-           f'printf "GET %s HTTP/1.0\\r\\nHost: 127.0.0.1\\r\\nConnection: close\\r\\n\\r\\n" {shlex.quote(path)} >&3'
-           ' && head -n 1 <&3 | grep -qE "^HTTP/[0-9.]+ [23]"')
-    return limit + _first_of([
-        (_has("curl"), f"curl -fsS -o /dev/null -m {s} {url}"),
-        # no `-T`: Debian bookworm's busybox wget segfaults with it; `timeout` bounds both instead
-        (_has("wget"), f"$T wget -q -O /dev/null {url}"),
-        (_busybox_has("wget"), f"$T busybox wget -q -O /dev/null {url}"),
-        (_has("python3"), f"python3 -c {shlex.quote(_PY_HTTP)} {url} {s}"),
-        (_has("bash"), f"$T bash -c {shlex.quote(raw)}"),
-    ], "curl, wget, busybox wget, python3 or bash")
-
-
-__all__ = ["Check", "HostLock", "SystemdBackend", "env_file_text", "probe_script"]
+__all__ = ["HostLock", "SystemdBackend"]

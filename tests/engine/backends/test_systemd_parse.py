@@ -3,16 +3,17 @@ containers): the read report, unit files, `systemctl show`, health rounds, snaps
 
 from __future__ import annotations
 
-import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from hxpc.compiler import probes
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
-from hxpc.engine.backends.systemd import Check, SystemdBackend, _env_quote, probe_script
+from hxpc.engine.backends.systemd import SystemdBackend
+from hxpc.engine.backends.systemd_desired import Check, describe, env_quote, probe_script
 from hxpc.engine.backends.systemd_parse import (
     ReadError,
     instance_of,
@@ -145,17 +146,22 @@ def test_snapshot_frames_exact_bytes() -> None:
 def test_environment_file_quoting_round_trips_through_a_shell_like_reader() -> None:
     # systemd's EnvironmentFile double quotes escape exactly what POSIX sh double quotes do
     value = 'he said "hi" \\ $HOME `x` \'q\' # no comment\nline 2'
-    out = subprocess.run(["sh", "-c", f"V={_env_quote(value)}; printf %s \"$V\""], capture_output=True, text=True)
+    out = subprocess.run(["sh", "-c", f"V={env_quote(value)}; printf %s \"$V\""], capture_output=True, text=True)
     assert out.stdout == value
 
 
-def test_probe_scripts_need_no_particular_tool() -> None:
-    http = probe_script(Check("http", 8101, "/health", (), 2))
-    for tool in ("curl -fsS", "wget -q", "busybox wget", "python3 -c", "/dev/tcp/127.0.0.1/8101"):
-        assert tool in http
-    tcp = probe_script(Check("tcp", 8201, "/", (), 2))
-    assert "bash -c 'exec 3<>/dev/tcp/127.0.0.1/8201'" in tcp and "nc -z -w 2 127.0.0.1 8201" in tcp
-    script = probe_script(Check("exec", command=("/bin/sh", "-c", "test -e /srv/health")))
-    assert shlex.join(["/bin/sh", "-c", "test -e /srv/health"]) in script
+def test_checks_become_the_shared_probe_scripts() -> None:
+    # the scripts themselves (every tool's branch, run for real) are tested in tests/compiler/test_probes.py
+    http = probe_script(Check("http", 8101, "health", (), 2))
+    assert http == probes.http_script(8101, "health", 2) and " http://127.0.0.1:8101/health" in http
+    assert probe_script(Check("tcp", 8201, "/", (), 2)) == probes.tcp_script(8201, 2)
+    command = ("/bin/sh", "-c", "test -e /srv/health")
+    assert probe_script(Check("exec", command=command)) == probes.exec_script(command, 3)
+    assert describe(Check("http", 8101, "health")) == "GET http://127.0.0.1:8101/health"
+    assert describe(Check("tcp", 8201)) == "tcp 127.0.0.1:8201"
+    # a check without a port (validation refuses it) fails with a reason instead of probing port "None"
+    broken = subprocess.run(["sh", "-c", probe_script(Check("tcp"))], capture_output=True, text=True)
+    assert broken.returncode == 1 and "no known port" in broken.stderr
     # on this machine, against a closed port: the chain runs one tool and fails
-    assert subprocess.run(["sh", "-c", tcp.replace("8201", "1")], capture_output=True).returncode != 0
+    tcp = probe_script(Check("tcp", 1, "/", (), 2))
+    assert subprocess.run(["sh", "-c", tcp], capture_output=True).returncode != 0

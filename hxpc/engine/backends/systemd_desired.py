@@ -1,0 +1,140 @@
+"""The systemd backend's desired state, pure: what hxpc wants on each host, and how the gate checks it.
+
+`desired_objects` turns the systemd target's files (exactly what compile
+writes) into one object per unit and host (a template together with the
+drop-ins of its instances on that host) plus one secret environment file per
+workload and host, whose state is a hash of the secret references, never of
+values. Each unit object carries its instances' `Check`s (the spec's probe
+at the replica's host port, or run inside the container under a container
+runtime) and its workload's `Gate`; `probe_script` makes a check the shell
+script the health gate runs on the host. `env_file_text` renders a secret
+file from values the backend resolved at apply time. No I/O here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from hxpc.compiler import probes
+from hxpc.compiler.bundle import Meta, emit_target, object_hash
+from hxpc.compiler.model import ResolvedStack, Workload
+from hxpc.compiler.targets import systemd as target
+from hxpc.engine.backends.systemd_parse import SECRET_PATHS, TARGET, parse_unit
+from hxpc.engine.objects import DesiredObject, Gate, ObjectKey
+
+SECRET_MODE, SECRET_OWNER = "0600", "root:root"
+
+
+@dataclass(frozen=True)
+class Check:
+    """What the gate probes for one instance, on its host."""
+
+    kind: str           # http | tcp | exec | none
+    port: int | None = None
+    path: str = "/"
+    command: tuple[str, ...] = ()
+    timeout_s: int = 3
+
+
+def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, DesiredObject]:
+    files = emit_target("systemd", stack, meta)  # sealed: what compile writes
+    per_object: dict[tuple[str, str], dict[str, str]] = {}
+    for path, text in files.items():
+        host, rel = path.split("/", 1)
+        name = rel.split("/", 1)[0]
+        name = name.split("@", 1)[0] + "@.service" if "@" in name else name
+        per_object.setdefault((host, name), {})[rel] = text
+    by_base = {target.unit_base(meta.project, w): w for w in stack.workloads.values()}
+    placement = stack.placements.get("systemd")
+    out: dict[ObjectKey, DesiredObject] = {}
+    for (host, name), texts in sorted(per_object.items()):
+        w = by_base[name.removesuffix(".service").removesuffix("@")]
+        replicas = [r for r in (placement.replicas.get(w.name, ()) if placement else ()) if r.host == host]
+        instances = [target.unit_name(meta.project, w, r.index) for r in replicas]
+        checks = {target.unit_name(meta.project, w, r.index): check_for(stack, meta, w, r.host_ports, r.index)
+                  for r in replicas}
+        gate = gate_for(w)
+        key = ObjectKey(TARGET, host, "unit", name)
+        out[key] = DesiredObject(
+            key, {"files": {rel: parse_unit(texts[rel]) for rel in sorted(texts)}, "enabled": sorted(instances)},
+            workload=w.name, gate=gate,
+            extra={"texts": dict(sorted(texts.items())), "instances": sorted(instances), "checks": checks})
+        if w.secrets:
+            refs = secret_refs(stack, w)
+            skey = ObjectKey(TARGET, host, "secret", f"{w.name}.env")
+            path = secret_path(meta, f"{w.name}.env")
+            state = {"path": path, "mode": SECRET_MODE, "owner": SECRET_OWNER, "vars": sorted(refs),
+                     "refs": object_hash(refs)}
+            out[skey] = DesiredObject(skey, state, workload=w.name, secret_paths=SECRET_PATHS, gate=gate,
+                                      extra={"refs": refs, "unit": key, "path": path})
+    return out
+
+
+def secret_path(meta: Meta, name: str) -> str:
+    """Where secret file `name` (`<workload>.env`) lives on a host: root-only, one directory per project and env."""
+    return f"{target.SECRETS_ROOT}/{meta.project}-{meta.env}/{name}"
+
+
+def gate_for(w: Workload) -> Gate:
+    interval = min(2.0, w.probe.interval_ms / 1000) if w.probe else 1.0
+    return Gate(float(w.startup_budget_s), max(0.2, interval))
+
+
+def check_for(stack: ResolvedStack, meta: Meta, w: Workload, ports: Mapping[str, int], index: int) -> Check:
+    """Replica `index`'s check: http/tcp at its host port (`ports`), exec where the spec means it."""
+    probe = w.probe
+    if probe is None:
+        return Check("none")
+    timeout = probes.timeout_s(probe.timeout_ms)
+    if probe.kind == "exec":
+        command = tuple(probe.command or ())
+        runtime = stack.spec.targets.systemd.runtime if stack.spec.targets.systemd else "native"
+        if runtime != "native":  # the check runs where the spec means it: inside the container
+            name = target.container_name(meta, w, index)
+            command = (target.RUNTIME_BIN[runtime], "exec", name, *command)
+        return Check("exec", command=command, timeout_s=timeout)
+    return Check(probe.kind, ports.get(probe.port_name or "", probe.port), probe.path or "/", (), timeout)
+
+
+def probe_script(check: Check) -> str:
+    """The check as a POSIX sh script for the host (`hxpc.compiler.probes`: no tool is assumed to exist)."""
+    if check.kind == "exec":
+        return probes.exec_script(check.command, check.timeout_s)
+    if check.port is None:  # validation refuses a probe naming no known port; should one get here, it fails
+        return "echo 'the health check names no known port' >&2; exit 1"
+    if check.kind == "tcp":
+        return probes.tcp_script(check.port, check.timeout_s)
+    return probes.http_script(check.port, check.path, check.timeout_s)
+
+
+def describe(check: Check) -> str:
+    if check.kind == "http":
+        return f"GET {probes.url(check.port or 0, check.path)}"
+    if check.kind == "tcp":
+        return f"tcp 127.0.0.1:{check.port}"
+    return f"exec {shlex.join(check.command)}"[:80]
+
+
+def secret_refs(stack: ResolvedStack, w: Workload) -> dict[str, dict[str, str]]:
+    """`VAR: {secret, env|file}` for each of `w`'s secrets: the references a secret file's state hashes."""
+    refs: dict[str, dict[str, str]] = {}
+    for var, name in sorted(w.secrets.items()):
+        source = stack.spec.secrets[name]
+        refs[var] = {"secret": name, **({"env": source.env} if source.env else {"file": source.file or ""})}
+    return refs
+
+
+def env_file_text(meta: Meta, w: Workload, refs: Mapping[str, Mapping[str, str]], values: Mapping[str, str]) -> str:
+    lines = [f"# Secrets of {meta.project} {w.kind} {w.name} (env {meta.env}), written by hxpc apply: root-only,",
+             "# never in a unit, plan or log. Do not edit: hxpc rewrites it when the references change.",
+             f"# X-Hxpc-Project={meta.project}", f"# X-Hxpc-Env={meta.env}", f"# X-Hxpc-Name={w.name}",
+             f"# X-Hxpc-Vars={' '.join(sorted(refs))}", f"# X-Hxpc-Refs={object_hash(refs)}"]
+    lines += [f"{var}={env_quote(values[ref['secret']])}" for var, ref in sorted(refs.items())]
+    return "\n".join(lines) + "\n"
+
+
+def env_quote(value: str) -> str:
+    """systemd's EnvironmentFile syntax: double quotes, with `"`, `\\`, `` ` `` and `$` escaped (newlines kept)."""
+    return '"' + "".join("\\" + c if c in '"\\`$' else c for c in value) + '"'

@@ -1,11 +1,14 @@
 """The pure half of the Docker backend against payloads recorded from a real Docker Engine (20.10).
 
-`payloads/smoke-default.json` is `DockerBackend.read_raw()` (plus the `images` list) for
-`payloads/smoke.yaml` applied with `bind_address="127.0.0.1"`, after which, by hand: `web-2` was
-stopped, an owned container without hxpc's config label was created as `web-1-hxpc-old` (what a
+`payloads/smoke-default.json` is `DockerBackend.read_raw()` (plus the `images` list, narrowed to the
+spec's images) for `payloads/smoke.yaml` applied with `bind_address="127.0.0.1"`, after which: `web-2`
+was stopped, an owned container without hxpc's config label was created as `web-1-hxpc-old` (what a
 killed apply leaves), an unowned `smoke-default-web-3` (Compose's project label only) and
 `smoke-default-stray` were started, and an unrelated volume `smoke-default_other` was created.
 Both container list queries (by label, by name) are in it, so owned containers appear twice.
+`python tests/engine/backends/payloads/record_smoke.py` (from the repository root) performs all of
+this against the Docker Engine, writes the file and removes what it made: re-record whenever the
+compose target's output changes, or the plan test below sees replaces instead of noops.
 """
 
 from __future__ import annotations

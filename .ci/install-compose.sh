@@ -12,6 +12,7 @@ if docker compose version >/dev/null 2>&1; then
   echo "install-compose: $(docker compose version)"
   exit 0
 fi
+export PATH="$PATH:/usr/local/go/bin"  # where this kind of machine keeps Go, if PATH lacks it
 command -v go >/dev/null || { echo "install-compose: go is missing" >&2; exit 1; }
 start=$SECONDS
 build=$(mktemp -d)

@@ -131,13 +131,9 @@ def diff(spec: SpecArg, env: EnvOpt,
     from hxpc.sources import FileSources, GitSources, stable_name
 
     old_sources = GitSources(spec, base)
-    # an environment (or the whole spec) that did not exist at the base revision diffs against nothing
-    try:
-        had_env = env in environments(old_sources)
-    except SpecError as exc:
-        if not any(d.code == "HX106" for d in exc.diagnostics):
-            raise
-        had_env = False
+    # an environment (or the whole spec) that did not exist at the base revision diffs against nothing;
+    # any other failure to read the base (git, YAML) is an error, not an empty base
+    had_env = old_sources.spec_exists() and env in environments(old_sources)
     name = stable_name(spec)
     old = compile_spec(old_sources, [env], target or [], spec_name=name) if had_env else Bundle()
     new = compile_spec(FileSources(spec), [env], target or [], spec_name=name)

@@ -104,9 +104,19 @@ class GitSources:
         repo_path = (PurePosixPath(self._repo_rel).parent / PurePosixPath(rel).name).as_posix()
         return self._git("show", f"{self._rev}:{repo_path}")
 
+    def spec_exists(self) -> bool:
+        """Whether the spec file existed at the revision (a new spec diffs against nothing)."""
+        try:
+            self._git("cat-file", "-e", f"{self._rev}:{self._repo_rel}")
+        except SpecError:
+            return False
+        return True
+
     def overlays(self) -> dict[str, str]:
         folder = PurePosixPath(self._repo_rel).parent.as_posix()
-        listing = self._git("ls-tree", "--name-only", self._rev, f"{folder}/" if folder != "." else "")
+        # --full-tree: the folder is relative to the repository's top, not to the spec's directory
+        where = [f"{folder}/"] if folder != "." else []
+        listing = self._git("ls-tree", "--full-tree", "--name-only", self._rev, "--", *where)
         found: dict[str, str] = {}
         display_dir = PurePosixPath(self._display).parent
         for line in sorted(listing.splitlines()):

@@ -204,6 +204,10 @@ def test_diff_against_git_revision(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "=== prod/kubernetes ===" in out
     assert "-  replicas: 3\n+  replicas: 4\n" in out or "-    replicas: 3" in out or "replicas: 4" in out
     assert "+++ b/prod/" in out
+    # the base revision's artifacts (overlay included) are found: the only new file is the fourth replica's
+    lines = out.splitlines()
+    new_files = [lines[i + 1] for i, line in enumerate(lines) if line == "--- /dev/null"]
+    assert new_files == ["+++ b/prod/systemd/app-01/hxp-api-gateway@3.service.d/replica.conf"]
     code, out, _ = run(capsys, "diff", "specs/hxp.yaml", "--env", "dev", "--base", "HEAD", "--detailed-exitcode")
     assert code == 0 and out.startswith("no changes")
     code, _, err = run(capsys, "diff", "specs/hxp.yaml", "--env", "prod", "--base", "no-such-rev")

@@ -20,6 +20,7 @@ from hxpc.compiler.units import format_size
 from hxpc.diagnostics import Diagnostic
 
 ENGINE_HOST = "the Docker Engine"
+MAX_PORT = 65535
 
 
 def suggest(name: str, choices: Iterable[str]) -> str | None:
@@ -223,6 +224,14 @@ class _Checker:
                 if r.host is None:
                     continue
                 for port_name, port in r.host_ports.items():
+                    if port > MAX_PORT:
+                        if (name, port_name, "", "range") not in reported:
+                            reported.add((name, port_name, "", "range"))
+                            self.error("HX208", f"`{name}` replica {r.index} would listen on host port {port} "
+                                                f"({port_name} + {r.index}), above {MAX_PORT}",
+                                       self._port_path(w, port_name),
+                                       hint="replica i listens on port + i: lower the port or the replicas")
+                        continue
                     owner = taken.get((r.host, port))
                     if owner is None:
                         taken[(r.host, port)] = (name, r.index, port_name)

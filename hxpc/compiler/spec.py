@@ -96,7 +96,8 @@ Restart = Literal["always", "on-failure", "never"]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    # allow_inf_nan=False: `params_b: .inf` is a typo to report, not a number to compute a budget from
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class GpuBudget(_Model):

@@ -349,5 +349,8 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
         if opts.metrics_file is not None:
             from hxpc.engine.metrics import write_metrics
 
-            write_metrics(opts.metrics_file, run.report)
+            try:
+                write_metrics(opts.metrics_file, run.report)
+            except OSError as exc:  # the apply's own outcome (and exit code) must not be replaced by this
+                run.report.notes.append(f"could not write the metrics file {opts.metrics_file}: {exc}")
         run.emit("finish", message=run.report.render().splitlines()[0])

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -319,6 +320,12 @@ def _pod(w: Workload, ctx: _Ctx) -> Obj:
     return pod
 
 
+def _literal(argv: Iterable[str]) -> list[str]:
+    """Escape `$(VAR)` as `$$(VAR)`: the kubelet expands it from the container's environment (secrets
+    included), while the other targets pass it through as written."""
+    return [arg.replace("$(", "$$(") for arg in argv]
+
+
 def _container(w: Workload, ctx: _Ctx) -> tuple[Obj, list[Obj]]:
     container: Obj = {"name": w.name, "image": w.image}
     command, args = w.command, list(w.args)
@@ -331,9 +338,9 @@ def _container(w: Workload, ctx: _Ctx) -> tuple[Obj, list[Obj]]:
                       _field(w, "command"), hint="give the command to run in `command` or `args`")
         command, args = tuple(args[:1]), args[1:]
     if command:
-        container["command"] = list(command)
+        container["command"] = _literal(command)
     if args:
-        container["args"] = args
+        container["args"] = _literal(args)
     if w.ports:
         container["ports"] = [{"name": p, "containerPort": n} for p, n in w.ports.items()]
     if w.env:

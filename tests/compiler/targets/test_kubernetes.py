@@ -506,3 +506,16 @@ def test_a_thousand_services_compile_fast(tmp_path: Path) -> None:
     assert len(files) == 1001
     # ~0.4 s on an idle laptop core; the bound leaves room for a loaded CI machine
     assert elapsed < 2.0, f"kubernetes emit of 1,000 services took {elapsed:.2f}s"
+
+
+def test_dollar_parens_in_args_stay_literal(tmp_path: Path) -> None:
+    """The kubelet expands `$(VAR)` in command and args; the spec means the text, as on the other targets."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("apiVersion: hxpc/v1\nproject: demo\nservices:\n  web:\n    image: web:1\n"
+                    "    command: [/bin/sh, -c]\n    args: ['echo $(HOME) $HOME']\n"
+                    "    secrets: {TOKEN: tok}\nsecrets:\n  tok: {env: DEMO_TOKEN}\ntargets: {kubernetes: {}}\n")
+    objects = kubernetes.kubernetes_objects(resolve_env(FileSources(str(spec)), "default").stack, META)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["echo $$(HOME) $HOME"]
+    assert container["command"] == ["/bin/sh", "-c"]

@@ -75,6 +75,7 @@ CODES: dict[str, str] = {
     "HX402": "invalid monitoring rule",
     "HX403": "target needs a field the spec leaves optional",
     "HX404": "name not valid on the target",
+    "HX405": "generated names collide",
 }
 
 

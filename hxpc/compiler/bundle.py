@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 HASH_LEN = 16
 CONTENT_HASH_TOKEN = "@content-hash@"
+# which target made a runtime object: two targets on one Docker Engine (compose, systemd with the docker
+# runtime) share the owner labels, and each must own only its own containers
+TARGET_LABEL = "hxpc.dev/target"
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hxpc.compiler import probes, yamlout
-from hxpc.compiler.bundle import Meta, TargetError, object_hash
+from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
@@ -86,14 +86,14 @@ def compose_document(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
         services[name] = _service(workload, replicas, split, stack, plan.members, meta, host_set)
         used_secrets.update(workload.secrets.values())
         for vname, volume in sorted(workload.volumes.items()):
-            labels = dict(meta.owner_labels)
+            labels = _owner_labels(meta)
             if volume.size is not None:
                 labels["hxpc.dev/size"] = format_size(volume.size)
             volumes[f"{workload.name}-{vname}"] = {"name": f"{meta.project}-{meta.env}_{workload.name}-{vname}",
                                                    "labels": labels}
         if workload.model is not None and not workload.model.source.startswith("/"):
             volumes[HF_CACHE_VOLUME] = {"name": f"{meta.project}-{meta.env}_{HF_CACHE_VOLUME}",
-                                        "labels": dict(meta.owner_labels)}
+                                        "labels": _owner_labels(meta)}
     doc: dict[str, Any] = {"name": f"{meta.project}-{meta.env}", "services": services}
     if volumes:
         doc["volumes"] = _escape(volumes)
@@ -111,6 +111,11 @@ def unescape_document(value: Any) -> Any:
     if isinstance(value, list):
         return [unescape_document(v) for v in value]
     return value
+
+
+def _owner_labels(meta: Meta) -> dict[str, str]:
+    # the target label keeps the Docker backend off a systemd docker-runtime unit's container on the same Engine
+    return {**meta.owner_labels, TARGET_LABEL: "compose"}
 
 
 @dataclass
@@ -145,9 +150,19 @@ def _plan(stack: ResolvedStack) -> _Plan:
             continue
         # only a split replica `<a>-<i>` can meet a spec name, and only one that is not split itself
         splitter, other = (w, first) if split else (first, w)
-        problems.append(_limit(splitter, "replicas", (
-            f"compose runs each GPU replica of `{splitter.name}` as its own service `{splitter.name}-<i>`, "
-            f"and `{name}` is already the name of {other.kind} `{other.name}`")))
+        problems.append(_collision("service", name, other, splitter, (
+            f"compose runs each GPU replica of `{splitter.name}` as its own service `{splitter.name}-<i>`"),
+            hint=f"rename `{other.name}` or `{splitter.name}`, or set replicas: 1 on `{splitter.name}` "
+            "and declare its replicas as separate entries"))
+    # `<name>-<volume>` is ambiguous (`a` + `b-c` and `a-b` + `c`): two workloads would share one data volume
+    volume_owners: dict[str, tuple[Workload, str]] = {}
+    for w in stack.workloads.values():
+        for vname in sorted(w.volumes):
+            key = f"{w.name}-{vname}"
+            owner, owner_volume = volume_owners.setdefault(key, (w, vname))
+            if owner is not w:
+                problems.append(_collision("volume", key, owner, w, (
+                    f"volume `{owner_volume}` of `{owner.name}` and volume `{vname}` of `{w.name}`")))
     if problems:
         raise TargetError(problems)
     return plan
@@ -155,9 +170,15 @@ def _plan(stack: ResolvedStack) -> _Plan:
 
 def _limit(w: Workload, key: str, message: str) -> Diagnostic:
     section = "models" if w.kind == "model" else "services"
-    return Diagnostic("HX401", f"{message} (field `{section}.{w.name}.{key}`, target compose)",
-                      hint="rename the workload, or set replicas: 1 and declare the replicas as separate entries"
-                      if key == "replicas" else None)
+    return Diagnostic("HX401", f"{message} (field `{section}.{w.name}.{key}`, target compose)")
+
+
+def _collision(what: str, name: str, first: Workload, second: Workload, why: str,
+               hint: str | None = None) -> Diagnostic:
+    """Two workloads generate one name: the second would silently replace or share the first's object."""
+    return Diagnostic("HX405", f"{first.kind} `{first.name}` and {second.kind} `{second.name}` both generate "
+                      f"the {what} `{name}` ({why}; target compose)",
+                      hint=hint or f"rename `{first.name}` or `{second.name}`, or one of the volumes")
 
 
 def _service(w: Workload, replicas: tuple[Replica, ...], split: bool, stack: ResolvedStack,
@@ -208,7 +229,7 @@ def _service(w: Workload, replicas: tuple[Replica, ...], split: bool, stack: Res
         "replicas": [{"index": r.index, "ports": dict(sorted(r.host_ports.items())),
                       "devices": list(r.gpu_devices)} for r in replicas],
     }
-    svc["labels"] = dict(meta.owner_labels)
+    svc["labels"] = _owner_labels(meta)
     svc = _escape(svc)
     svc["labels"][HASH_LABEL] = object_hash(svc)
     return svc

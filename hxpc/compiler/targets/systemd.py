@@ -66,7 +66,7 @@ from typing import Any
 
 import jinja2
 
-from hxpc.compiler.bundle import Meta, TargetError, object_hash
+from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
@@ -165,7 +165,7 @@ def container_name(meta: Meta, w: Workload, index: int) -> str:
     return base if w.replicas == 1 else f"{base}-{index}"
 
 
-def _dynamic_user(project: str, w: Workload) -> str:
+def dynamic_user(project: str, w: Workload) -> str:
     # one user per workload, shared by its instances, so state and cache directories are not chowned back and forth
     name = f"{project}-{w.name}"
     return name if len(name) <= USER_MAX else f"hxpc-{object_hash([project, w.name])[:USER_MAX - 5]}"
@@ -211,6 +211,34 @@ def _problems(stack: ResolvedStack, runtime: str) -> list[Diagnostic]:
     return problems
 
 
+def _collisions(stack: ResolvedStack, meta: Meta, runtime: str,
+                by_host: dict[str, dict[str, list[Replica]]]) -> list[Diagnostic]:
+    """Two workloads whose generated names meet on a host: one unit file would overwrite the other, or
+    each unit's `rm -f` would kill the other's container. Names follow the spec names (the golden files
+    pin them), so the only safe answer is an error asking for a rename."""
+    problems: list[Diagnostic] = []
+    reported: set[tuple[str, str, str]] = set()
+    for host in sorted(by_host):
+        owners: dict[tuple[str, str], Workload] = {}
+        for name, here in by_host[host].items():
+            w = stack.workloads[name]
+            base = unit_base(meta.project, w)
+            # a template's drop-ins are `<base>@<i>...`, so they can only meet if the templates do
+            generated = [("unit file", f"{base}@.service" if w.replicas > 1 else f"{base}.service")]
+            if runtime != "native":
+                generated += [("container", container_name(meta, w, r.index)) for r in here]
+            for what, generated_name in generated:
+                first = owners.setdefault((what, generated_name), w)
+                if first is w or (what, first.name, w.name) in reported:
+                    continue
+                reported.add((what, first.name, w.name))
+                problems.append(Diagnostic("HX405", (
+                    f"{first.kind} `{first.name}` and {w.kind} `{w.name}` both generate the {what} "
+                    f"`{generated_name}` on host `{host}` (target {TARGET})"),
+                    hint=f"rename `{first.name}` or `{w.name}`: otherwise one silently replaces the other"))
+    return problems
+
+
 # --- emit -----------------------------------------------------------------------------------------------------------
 
 
@@ -228,6 +256,9 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
         for r in replicas:
             if r.host is not None:  # validation (HX313) reports replicas without a host
                 by_host.setdefault(r.host, {}).setdefault(name, []).append(r)
+    collisions = _collisions(stack, meta, target.runtime, by_host)
+    if collisions:
+        raise TargetError(collisions)
     units_on = {host: {name: [unit_name(meta.project, stack.workloads[name], r.index) for r in reps]
                        for name, reps in names.items()} for host, names in by_host.items()}
     hosts_of = {name: sorted({r.host for r in reps if r.host}) for name, reps in placement.replicas.items()}
@@ -402,7 +433,7 @@ class _Unit:
         low_port = any(n < 1024 for r in self.replicas for n in r.host_ports.values())
         caps = "CAP_NET_BIND_SERVICE" if low_port else ""
         svc["hardening"] = {
-            "user": _dynamic_user(self.project, w), "gpu": gpu, "caps": caps,
+            "user": dynamic_user(self.project, w), "gpu": gpu, "caps": caps,
             # a capability held inside a user namespace does not reach the host's network namespace
             "private_users": not gpu and not caps,
             "control_devices": list(NVIDIA_CONTROL) if gpu else [],
@@ -443,7 +474,9 @@ class _Unit:
         else:
             svc["exec_stop"].append(f"-{binary} stop {name}")
             svc["exec_start_pre"].append(f"-{binary} rm -f {name}")
-        run += [["--label", word(f"{k}={v}")] for k, v in sorted(meta.owner_labels.items())]
+        # the target label: a compose apply on the same Docker Engine must neither own nor prune this container
+        labels = {**meta.owner_labels, TARGET_LABEL: "systemd"}
+        run += [["--label", word(f"{k}={v}")] for k, v in sorted(labels.items())]
         run += [["--publish", word(Var(_port_var(p)), f":{n}")] for p, n in w.ports.items()]
         if w.cpu_millis:
             run.append(["--cpus", cores(w.cpu_millis)])

@@ -206,7 +206,7 @@ class DockerBackend:
         kinds = {k.kind for k in keys} if keys is not None else {"container", "network", "volume"}
         raw: dict[str, Any] = {"containers": [], "networks": [], "volumes": []}
         if "container" in kinds:
-            owned = [f"{k}={v}" for k, v in self.names.owner_labels.items()]
+            owned = [f"{k}={v}" for k, v in self.names.ownership.items()]
             raw["containers"] = (
                 self.call("listing containers", self.api.containers, all=True, filters={"label": owned})
                 + self.call("listing containers", self.api.containers, all=True,

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hxpc.compiler.bundle import TARGET_LABEL
 from hxpc.compiler.model import ResolvedStack
 from hxpc.engine.objects import DesiredObject, Gate, LiveObject, ObjectKey, state_hash
 
@@ -74,7 +75,15 @@ class Names:
 
     @property
     def owner_labels(self) -> dict[str, str]:
-        return {"app.kubernetes.io/managed-by": "hxpc", "hxpc.dev/project": self.project, "hxpc.dev/env": self.env}
+        """hxpc's labels for this project and environment, narrowed to the compose target: a systemd
+        docker-runtime unit on the same Engine carries the same owner labels with `hxpc.dev/target=systemd`."""
+        return {"app.kubernetes.io/managed-by": "hxpc", "hxpc.dev/project": self.project, "hxpc.dev/env": self.env,
+                TARGET_LABEL: TARGET}
+
+    @property
+    def ownership(self) -> dict[str, str]:
+        """Every label an object this backend owns carries: the owner labels and the Compose project."""
+        return {**self.owner_labels, LABEL_PROJECT: self.compose_project}
 
     def container(self, key_name: str) -> str:
         return self.prefix + key_name
@@ -84,7 +93,7 @@ class Names:
 
     def owns(self, labels: Mapping[str, str] | None) -> bool:
         labels = labels or {}
-        return all(labels.get(k) == v for k, v in self.owner_labels.items())
+        return all(labels.get(k) == v for k, v in self.ownership.items())
 
 
 # -- desired objects ---------------------------------------------------------------------------------------------

@@ -302,7 +302,7 @@ def test_volumes_are_named_and_keep_their_size_as_a_label(full: tuple[ResolvedSt
     assert data["volumes"]["db-data"] == {
         "name": "demo-default_db-data",
         "labels": {"app.kubernetes.io/managed-by": "hxpc", "hxpc.dev/project": "demo", "hxpc.dev/env": "default",
-                   "hxpc.dev/size": "50Gi"}}
+                   "hxpc.dev/target": "compose", "hxpc.dev/size": "50Gi"}}
     assert {"type": "volume", "source": "db-data", "target": "/var/lib/postgresql/data"} in \
         data["services"]["db"]["volumes"]
 
@@ -383,7 +383,7 @@ def test_restart_hardening_and_labels(full: tuple[ResolvedStack, str, dict[str, 
         assert svc["security_opt"] == ["no-new-privileges:true"], name
         labels = dict(svc["labels"])
         digest = labels.pop("hxpc.dev/hash")
-        assert labels == meta.owner_labels
+        assert labels == {**meta.owner_labels, "hxpc.dev/target": "compose"}
         assert digest == object_hash({**svc, "labels": labels}), name
 
 
@@ -423,8 +423,26 @@ targets:
     with pytest.raises(TargetError) as info:
         compose.compose_document(stack, _meta(stack))
     [diag] = info.value.diagnostics
-    assert diag.code == "HX401"
-    assert "models.m.replicas" in diag.message and "compose" in diag.message and "`m-1`" in diag.message
+    assert diag.code == "HX405"
+    assert "model `m`" in diag.message and "service `m-1`" in diag.message and "target compose" in diag.message
+    assert diag.hint is not None and "replicas: 1" in diag.hint
+
+
+def test_volume_keys_that_collide_are_an_error(tmp_path: Path) -> None:
+    # `a` + volume `b-c` and `a-b` + volume `c` are both `a-b-c`: the two services would share one data volume
+    stack = _resolve(tmp_path, HEADER + """\
+services:
+  a: {image: x:1, volumes: {b-c: {path: /data}}}
+  a-b: {image: x:1, volumes: {c: {path: /data}}}
+targets:
+  compose: {}
+""")
+    with pytest.raises(TargetError) as info:
+        compose.emit(stack, _meta(stack))
+    [diag] = info.value.diagnostics
+    assert diag.code == "HX405" and "target compose" in diag.message
+    assert "service `a`" in diag.message and "service `a-b`" in diag.message and "volume `a-b-c`" in diag.message
+    assert diag.hint is not None and "rename" in diag.hint
 
 
 def test_a_thousand_services_compile_quickly(tmp_path: Path) -> None:

@@ -192,6 +192,18 @@ def test_container_units_keep_hardening_in_the_container(prod_docker: dict[str, 
     assert "DynamicUser" not in prod_docker["app-01/hxp-postgres.service"]
 
 
+def test_container_units_are_labelled_with_their_target(prod_docker: dict[str, str]) -> None:
+    """A compose apply on the same Docker Engine owns only `hxpc.dev/target=compose`: this keeps it off ours."""
+    units = {k: v for k, v in prod_docker.items() if k.endswith(".service")}
+    assert units
+    for name, text in units.items():
+        line = _exec_start(text)
+        assert line.startswith("/usr/bin/docker run "), name
+        for label in ("app.kubernetes.io/managed-by=hxpc", "hxpc.dev/project=hxp", "hxpc.dev/env=prod",
+                      "hxpc.dev/target=systemd"):
+            assert f"--label {label}" in line, (name, label)
+
+
 # --- names, placement, ports, GPUs ----------------------------------------------------------------------------------
 
 
@@ -497,3 +509,69 @@ def test_a_thousand_services_compile_fast(tmp_path: Path) -> None:
     elapsed = time.process_time() - started
     assert len(files) > 1500
     assert elapsed < 2.0, f"{elapsed:.2f}s of CPU to emit 1,000 services"
+
+
+# --- generated names that collide (HX405) ---------------------------------------------------------------------------
+
+COLLIDE = """\
+apiVersion: hxpc/v1
+project: demo
+hosts:
+  h1:
+    address: local
+    gpus: {count: 2, model: A100-80GB, memory: 80Gi}
+"""
+
+
+def test_a_model_and_a_service_that_share_a_unit_name_are_an_error(tmp_path: Path) -> None:
+    # model `x` is demo-model-x.service, and so is service `model-x`: one file would replace the other
+    stack = _resolve(tmp_path, COLLIDE + """\
+models:
+  x: {source: org/x, params_b: 1, hosts: [h1]}
+services:
+  model-x: {image: svc:1, exec: [/usr/bin/env], hosts: [h1]}
+targets:
+  systemd: {hosts: [h1], runtime: native}
+""")
+    with pytest.raises(TargetError) as caught:
+        _emit(stack)
+    [problem] = caught.value.diagnostics
+    assert problem.code == "HX405"
+    assert "model `x`" in problem.message and "service `model-x`" in problem.message
+    assert "`demo-model-x.service`" in problem.message and "target systemd" in problem.message
+    assert problem.hint is not None and "rename" in problem.hint
+
+
+def test_replica_containers_that_meet_another_services_container_are_an_error(tmp_path: Path) -> None:
+    # replica 1 of `api` runs as container demo-default-api-1, the name of `api-1`'s container:
+    # each unit's `docker rm -f` would kill the other's container
+    stack = _resolve(tmp_path, COLLIDE + """\
+services:
+  api: {image: api:1, replicas: 2, hosts: [h1]}
+  api-1: {image: api:1, hosts: [h1]}
+targets:
+  systemd: {hosts: [h1], runtime: docker}
+""")
+    with pytest.raises(TargetError) as caught:
+        _emit(stack)
+    [problem] = caught.value.diagnostics
+    assert problem.code == "HX405"
+    assert "`api`" in problem.message and "`api-1`" in problem.message
+    assert "container `demo-default-api-1`" in problem.message and "target systemd" in problem.message
+
+
+def test_a_name_collision_fails_hxpc_compile_with_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hxpc.cli import main
+
+    spec = tmp_path / "stack.yaml"
+    spec.write_text(COLLIDE + """\
+services:
+  api: {image: api:1, replicas: 2, hosts: [h1]}
+  api-1: {image: api:1, hosts: [h1]}
+targets:
+  systemd: {hosts: [h1], runtime: podman}
+""")
+    out = tmp_path / "out"
+    assert main(["compile", str(spec), "-o", str(out)]) == 3
+    assert "HX405" in capsys.readouterr().err
+    assert not list(out.rglob("*.service"))  # nothing half-written

@@ -102,6 +102,32 @@ def test_an_unowned_container_with_a_desired_name_is_a_clash(raw: dict[str, Any]
     assert "stray" not in str(caught.value)
 
 
+def test_a_systemd_units_container_on_the_same_engine_is_not_owned_or_pruned(smoke: DockerBackend) -> None:
+    """A systemd docker-runtime unit shares the Engine (address `local`) and hxpc's owner labels; only the
+    compose target's own containers (target label and Compose project label) are the Docker backend's."""
+    names = dp.Names("p", "default")
+    owner = {"app.kubernetes.io/managed-by": "hxpc", "hxpc.dev/project": "p", "hxpc.dev/env": "default"}
+    compose_owned = {**owner, "hxpc.dev/target": "compose", dp.LABEL_PROJECT: "p-default"}
+    cases = {"legacy": owner, "systemd": {**owner, "hxpc.dev/target": "systemd"},
+             "no-compose-project": {**owner, "hxpc.dev/target": "compose"}, "compose": compose_owned}
+    for what, labels in cases.items():
+        live = dp.parse_live({"containers": [{"Id": what, "Names": ["/p-default-a"], "Labels": labels}]}, names)
+        assert [o.owned for o in live.values()] == [what == "compose"], what
+        plan = make_plan({}, live, [], project="p", env="default", spec_hash="h")
+        assert [a.kind for a in plan.actions] == (["delete"] if what == "compose" else []), what
+    # named otherwise than the project's containers, it is not even looked at
+    other = {"containers": [{"Id": "x", "Names": ["/elsewhere"], "Labels": {**owner, "hxpc.dev/target": "systemd"}}]}
+    assert dp.parse_live(other, names) == {}
+    # what the backend itself creates is what it owns
+    assert all(smoke.names.owns(d.extra["labels"]) for d in smoke.desired().values())
+    # a systemd container whose name is a desired one is in the way: a clash, never adopted or replaced
+    systemd_web1 = {"Id": "y", "Names": ["/smoke-default-web-1"],
+                    "Labels": {**smoke.names.owner_labels, "hxpc.dev/target": "systemd"}}
+    with pytest.raises(NameClash, match="container/web-1"):
+        make_plan(smoke.desired(), smoke.parse({"containers": [systemd_web1]}), smoke.stack.waves,
+                  project="smoke", env="default", spec_hash="h")
+
+
 def test_desired_objects_follow_the_compose_document(smoke: DockerBackend) -> None:
     desired = smoke.desired()
     assert sorted(k.name for k in desired) == ["db-1", "default", "web-1", "web-2", "web-data"]

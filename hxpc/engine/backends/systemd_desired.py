@@ -5,10 +5,12 @@ writes) into one object per unit and host (a template together with the
 drop-ins of its instances on that host) plus one secret environment file per
 workload and host, whose state is a hash of the secret references, never of
 values. Each unit object carries its instances' `Check`s (the spec's probe
-at the replica's host port, or run inside the container under a container
-runtime) and its workload's `Gate`; `probe_script` makes a check the shell
-script the health gate runs on the host. `env_file_text` renders a secret
-file from values the backend resolved at apply time. No I/O here.
+at the replica's host port; an exec check runs inside the container under a
+container runtime, and natively as the unit's own dynamic user in a transient
+sandboxed unit, never as root on the host) and its workload's `Gate`;
+`probe_script` makes a check the shell script the health gate runs on the
+host. `env_file_text` renders a secret file from values the backend resolved
+at apply time. No I/O here.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class Check:
     path: str = "/"
     command: tuple[str, ...] = ()
     timeout_s: int = 3
+    # an exec check's argv prefix that runs `command` where the spec means it: `docker exec <container>`,
+    # or `systemd-run` as the native unit's user; kept apart so failures name the spec's own command
+    wrapper: tuple[str, ...] = ()
 
 
 def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, DesiredObject]:
@@ -89,19 +94,43 @@ def check_for(stack: ResolvedStack, meta: Meta, w: Workload, ports: Mapping[str,
         return Check("none")
     timeout = probes.timeout_s(probe.timeout_ms)
     if probe.kind == "exec":
-        command = tuple(probe.command or ())
         runtime = stack.spec.targets.systemd.runtime if stack.spec.targets.systemd else "native"
         if runtime != "native":  # the check runs where the spec means it: inside the container
-            name = target.container_name(meta, w, index)
-            command = (target.RUNTIME_BIN[runtime], "exec", name, *command)
-        return Check("exec", command=command, timeout_s=timeout)
+            wrapper: tuple[str, ...] = (target.RUNTIME_BIN[runtime], "exec", target.container_name(meta, w, index))
+        else:
+            wrapper = native_exec_wrapper(meta, w, timeout)
+        return Check("exec", command=tuple(probe.command or ()), timeout_s=timeout, wrapper=wrapper)
     return Check(probe.kind, ports.get(probe.port_name or "", probe.port), probe.path or "/", (), timeout)
+
+
+SYSTEMD_RUN = "systemd-run"
+# What the native unit's sandbox (targets/systemd's template) holds that a transient unit can cheaply share;
+# DynamicUser=yes adds ProtectSystem=strict, PrivateTmp=, NoNewPrivileges= and RemoveIPC= on its own.
+SANDBOX = ("NoNewPrivileges=yes", "CapabilityBoundingSet=", "UMask=0077", "ProtectSystem=strict", "ProtectHome=yes",
+           "PrivateTmp=yes", "ProtectProc=invisible", "ProtectClock=yes", "ProtectHostname=yes",
+           "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+           "ProtectControlGroups=yes", "RestrictNamespaces=yes", "RestrictRealtime=yes", "RestrictSUIDSGID=yes",
+           "LockPersonality=yes")
+
+
+def native_exec_wrapper(meta: Meta, w: Workload, timeout: int) -> tuple[str, ...]:
+    """`systemd-run` as the unit's dynamic user: a command that may point into the service's writable state
+    must not run as root. systemd gives every unit naming the same dynamic user the same UID while one is
+    active, so the check sees what the service sees and no more. `RuntimeMaxSec=` bounds the transient unit
+    itself: the gate's `timeout` only ends the `systemd-run` client."""
+    props = ("DynamicUser=yes", f"User={target.dynamic_user(meta.project, w)}", *SANDBOX,
+             *(() if w.gpus else ("PrivateDevices=yes",)), f"RuntimeMaxSec={timeout + 1}")
+    return (SYSTEMD_RUN, "--wait", "--pipe", "--collect", "--quiet",
+            *(arg for p in props for arg in ("-p", p)), "--")
 
 
 def probe_script(check: Check) -> str:
     """The check as a POSIX sh script for the host (`hxpc.compiler.probes`: no tool is assumed to exist)."""
     if check.kind == "exec":
-        return probes.exec_script(check.command, check.timeout_s)
+        command = check.command
+        if check.wrapper[:1] == (SYSTEMD_RUN,):  # systemd expands `$VAR` and `${VAR}` in a command; `$$` is `$`
+            command = tuple(a.replace("$", "$$") for a in command)
+        return probes.exec_script((*check.wrapper, *command), check.timeout_s)
     if check.port is None:  # validation refuses a probe naming no known port; should one get here, it fails
         return "echo 'the health check names no known port' >&2; exit 1"
     if check.kind == "tcp":

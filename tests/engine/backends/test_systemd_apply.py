@@ -31,6 +31,7 @@ from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
 from hxpc.engine.backends.systemd import SystemdBackend
+from hxpc.engine.backends.systemd_desired import Check, probe_script
 from hxpc.engine.lock import new_lock_info
 from hxpc.engine.plan import NameClash, Plan, load_plan
 from hxpc.engine.progress import PlainProgress
@@ -270,6 +271,24 @@ def test_a_unit_failing_its_health_gate_is_rolled_back(tmp_path: Path, hosts: Ho
     assert unit_props(hosts.h1, "sdt-gate-web.service")["ActiveState"] == "active"
     s.write({"web": service(8401, ["h1"])})
     assert not s.plan()[0].has_changes                          # live is exactly the old spec again
+
+
+def test_a_native_exec_check_runs_as_the_units_dynamic_user_not_root(tmp_path: Path, hosts: Hosts) -> None:
+    s = Stack(tmp_path, hosts, "sdt-asuser")
+    s.write({"web": service(9201, ["h1"], health={"exec": ["/bin/sh", "-c", 'test "$(id -u)" != 0'],
+                                                  "interval": "500ms", "timeout": "2s", "retries": 2})})
+    report = s.apply()                                          # the gate passes only off root
+    assert report.outcome == "success", report.render()
+    assert [w.gate for w in report.waves] == ["passed"]
+    # and as the service's own user: the gate's wrapper, beside the live unit, gets the unit's dynamic UID
+    service_uid = sh(hosts.h1, f"stat -c %u /proc/{unit_props(hosts.h1, 'sdt-asuser-web.service')['MainPID']}")
+    _, backend = s.plan()
+    unit = next(o for k, o in backend.desired().items() if k.kind == "unit")
+    wrapper = unit.extra["checks"]["sdt-asuser-web.service"].wrapper
+    probe_uid = sh(hosts.h1, probe_script(Check("exec", command=("/bin/sh", "-c", "echo $(id -u)"), wrapper=wrapper)))
+    assert probe_uid.strip() == service_uid.strip() != "0"
+    # the transient probe units are collected
+    assert "run-" not in sh(hosts.h1, "systemctl list-units --all --no-legend 'run-*.service'")
 
 
 def test_removing_a_service_stops_and_removes_its_unit_only(tmp_path: Path, hosts: Hosts) -> None:

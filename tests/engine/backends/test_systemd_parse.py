@@ -157,6 +157,11 @@ def test_checks_become_the_shared_probe_scripts() -> None:
     assert probe_script(Check("tcp", 8201, "/", (), 2)) == probes.tcp_script(8201, 2)
     command = ("/bin/sh", "-c", "test -e /srv/health")
     assert probe_script(Check("exec", command=command)) == probes.exec_script(command, 3)
+    # natively, systemd-run runs it as the unit's user; systemd would expand `$X` there, so `$` becomes `$$`
+    native = Check("exec", command=("/bin/sh", "-c", 'test "$(id -u)" != 0'), wrapper=("systemd-run", "--"))
+    escaped = ("systemd-run", "--", "/bin/sh", "-c", 'test "$$(id -u)" != 0')
+    assert probe_script(native) == probes.exec_script(escaped, 3)
+    assert describe(native) == "exec /bin/sh -c 'test \"$(id -u)\" != 0'"  # the spec's command, not the wrapper
     assert describe(Check("http", 8101, "health")) == "GET http://127.0.0.1:8101/health"
     assert describe(Check("tcp", 8201)) == "tcp 127.0.0.1:8201"
     # a check without a port (validation refuses it) fails with a reason instead of probing port "None"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,3 +49,26 @@ def require_tool(name: str) -> str:
 def example_specs() -> list[Path]:
     """Every example spec (overlay files `<name>.<env>.yaml` excluded)."""
     return sorted(p for p in SPECS.glob("*.yaml") if p.name.count(".") == 1)
+
+
+class _HealthHandler(http.server.BaseHTTPRequestHandler):
+    """GET /healthz answers 200, anything else 503: a health endpoint and a broken one."""
+
+    def do_GET(self) -> None:
+        self.send_response(200 if self.path == "/healthz" else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[int]:
+    """The port of a local HTTP server for health-check scripts to probe, on 127.0.0.1."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()

@@ -14,6 +14,7 @@ host; a command's own failure is returned to the caller as its exit status.
 
 from __future__ import annotations
 
+import abc
 import atexit
 import os
 import shlex
@@ -63,14 +64,15 @@ class CommandResult:
         return self.stderr.decode("utf-8", "replace").strip()
 
 
-class Transport:
+class Transport(abc.ABC):
     """Run commands on one host. Subclasses say how an argv reaches it (`wrap`) and what a failure
     to connect looks like (`unreachable`); files and scripts are built on `run`."""
 
     name = "host"
 
+    @abc.abstractmethod
     def wrap(self, argv: Sequence[str]) -> list[str]:
-        raise NotImplementedError
+        """The local argv that runs `argv` on the host."""
 
     def unreachable(self, result: CommandResult) -> bool:
         """Whether this failure is the connection's rather than the command's."""
@@ -119,7 +121,7 @@ class Transport:
             raise BackendError(f"{self.name}: reading {path} failed: {result.err}")
         return result.stdout
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op by default: only ssh holds something to release
         """Release what the transport holds (an ssh master connection)."""
 
 

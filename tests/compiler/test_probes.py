@@ -3,7 +3,6 @@ holding only the tools of one branch (as in an image or on a host that has just 
 
 from __future__ import annotations
 
-import http.server
 import socket
 import subprocess
 import sys
@@ -17,26 +16,6 @@ import pytest
 from conftest import require_tool
 
 from hxpc.compiler import probes
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        self.send_response(200 if self.path == "/healthz" else 503)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[int]:
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd.server_address[1]
-    httpd.shutdown()
-    httpd.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,7 @@ when run by `docker compose up` as well as by `hxpc apply`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,15 +103,20 @@ def compose_document(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
     return doc
 
 
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` with `change` applied to every string in it (mapping keys stay as they are)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return value
+
+
 def unescape_document(value: Any) -> Any:
     """What Compose reads from the document: `$$` back to `$` in every string value."""
-    if isinstance(value, str):
-        return value.replace("$$", "$")
-    if isinstance(value, dict):
-        return {k: unescape_document(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [unescape_document(v) for v in value]
-    return value
+    return _map_strings(value, lambda text: text.replace("$$", "$"))
 
 
 def _owner_labels(meta: Meta) -> dict[str, str]:
@@ -313,10 +319,4 @@ def _secret_source(stack: ResolvedStack, name: str) -> dict[str, str]:
 
 
 def _escape(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("$", "$$")
-    if isinstance(value, dict):
-        return {k: _escape(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_escape(v) for v in value]
-    return value
+    return _map_strings(value, lambda text: text.replace("$", "$$"))

@@ -158,10 +158,14 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     kube = kube_platform(stack)
     if kube is not None:
         ns = kube.namespace or ""
-        files["servicemonitors.yaml"] = header + yamlout.dump_all(service_monitors(stack, meta, kube, interval))
+        # a file without objects would make `kubectl apply -f` fail with "no objects passed to apply"
+        monitors = service_monitors(stack, meta, kube, interval)
+        if monitors:
+            files["servicemonitors.yaml"] = header + yamlout.dump_all(monitors)
         kube_groups = groups if platform == kube else rule_groups(stack, kube)[0]
         objects = [_prometheus_rule(meta, g["name"].removeprefix("hxpc."), ns, [g]) for g in kube_groups]
         if user:
             objects.append(_prometheus_rule(meta, f"{stack.project}-custom-rules", ns, user))
-        files["prometheusrule.yaml"] = header + yamlout.dump_all(objects)
+        if objects:
+            files["prometheusrule.yaml"] = header + yamlout.dump_all(objects)
     return files

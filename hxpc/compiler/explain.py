@@ -12,6 +12,7 @@ from typing import Any
 from hxpc.compiler.load import Path
 from hxpc.compiler.merge import Merged
 from hxpc.compiler.model import ResolvedStack
+from hxpc.compiler.spec import pydantic_adapter
 from hxpc.errors import UsageError
 
 _MISSING = object()
@@ -46,7 +47,7 @@ def explain(resolved: ResolvedStack, merged: Merged, text: str) -> dict[str, Any
             "layers": [{"source": layer.source, "file": layer.value.file, "line": layer.value.line,
                         "col": layer.value.col} for layer in layers],
         }
-    dumped = resolved.spec.model_dump(mode="json", by_alias=True)
+    dumped = pydantic_adapter().dump_python(resolved.spec, mode="json", by_alias=True)
     value = _lookup(dumped, path)
     if value is _MISSING:
         raise UsageError(f"`{text}` is not set in environment `{resolved.env}` and has no default "

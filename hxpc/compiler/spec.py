@@ -1,8 +1,12 @@
-"""The spec's input models (pydantic): every field of SPEC.md, frozen, unknown fields refused.
+"""The spec's input types: every field of SPEC.md, as frozen dataclasses; unknown fields refused.
 
-These classes are the single definition of the file format: validation runs
-the merged tree through `Stack`, and `schemas/hxpc.schema.json` is generated
-from it (`hxpc schema`). Durations, sizes and cpu are parsed into integers
+These classes are the single definition of the file format. Validation runs
+the merged tree through `Stack` (quickcheck.py for exactly-typed input,
+pydantic for everything else and for errors), and `schemas/hxpc.schema.json`
+is generated from it (`hxpc schema`). They are stdlib dataclasses, not
+pydantic models, so that compiling a valid spec never imports pydantic; the
+field rules live in `Annotated` (fieldrules.py), field descriptions in
+attribute docstrings. Durations, sizes and cpu are parsed into integers
 (milliseconds, bytes, millicores); names of hosts, models, services, secrets,
 ports and volumes are DNS labels. Cross-field rules that need the whole stack
 (references, GPU budgets, ports) live in `checks.py`, not here.
@@ -10,21 +14,16 @@ ports and volumes are DNS labels. Cross-field rules that need the whole stack
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    model_validator,
-)
-from pydantic_core import PydanticCustomError
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from hxpc.compiler import units
+from hxpc.compiler.fieldrules import Bounds, Check, reject
+
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
 
 API_VERSION = "hxpc/v1"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
@@ -38,7 +37,7 @@ def _unit(parser: Any, kind: str) -> Any:
         try:
             return int(parser(value))
         except units.UnitError as exc:
-            raise PydanticCustomError(f"hx_{kind}", str(exc)) from None
+            reject(kind, str(exc))
 
     return parse
 
@@ -46,12 +45,9 @@ def _unit(parser: Any, kind: str) -> Any:
 def _dns_label(max_len: int) -> Any:
     def check(value: str) -> str:
         if len(value) > max_len or not _DNS_LABEL.match(value):
-            raise PydanticCustomError(
-                "hx_name",
-                "`{value}` is not a valid name: use lowercase letters, digits and `-`, "
-                "starting and ending with a letter or digit, at most {max_len} characters",
-                {"value": value, "max_len": max_len},
-            )
+            reject("name", "`{value}` is not a valid name: use lowercase letters, digits and `-`, "
+                           "starting and ending with a letter or digit, at most {max_len} characters",
+                   {"value": value, "max_len": max_len})
         return value
 
     return check
@@ -59,9 +55,8 @@ def _dns_label(max_len: int) -> Any:
 
 def _env_var(value: str) -> str:
     if not _ENV_VAR.match(value):
-        raise PydanticCustomError(
-            "hx_name", "`{value}` is not a valid environment variable name (letters, digits, `_`)",
-            {"value": value})
+        reject("name", "`{value}` is not a valid environment variable name (letters, digits, `_`)",
+               {"value": value})
     return value
 
 
@@ -74,107 +69,133 @@ def _env_value(value: object) -> object:
     return value
 
 
-Name = Annotated[str, AfterValidator(_dns_label(63)),
-                 WithJsonSchema({"type": "string", "pattern": _DNS_LABEL.pattern, "maxLength": 63})]
-ProjectName = Annotated[str, AfterValidator(_dns_label(40)),
-                        WithJsonSchema({"type": "string", "pattern": _DNS_LABEL.pattern, "maxLength": 40})]
-EnvVar = Annotated[str, AfterValidator(_env_var), WithJsonSchema({"type": "string", "pattern": _ENV_VAR.pattern})]
-EnvValue = Annotated[str, BeforeValidator(_env_value),
-                     WithJsonSchema({"type": ["string", "number", "boolean"]})]
-Duration = Annotated[int, BeforeValidator(_unit(units.parse_duration, "duration")),
-                     WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
-                                     "examples": ["10s", "500ms", "2m"]})]
-Size = Annotated[int, BeforeValidator(_unit(units.parse_size, "size")),
-                 WithJsonSchema({"type": ["string", "integer"], "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|k)?$",
-                                 "examples": ["512Mi", "80Gi", "1.5G"]})]
-Cpu = Annotated[int, BeforeValidator(_unit(units.parse_cpu, "cpu")),
-                WithJsonSchema({"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                          {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}],
-                                "examples": [0.5, 2, "500m"]})]
-Port = Annotated[int, Field(ge=1, le=65535)]
+Name = Annotated[str, Check(_dns_label(63), json_schema={"type": "string", "pattern": _DNS_LABEL.pattern,
+                                                         "maxLength": 63})]
+ProjectName = Annotated[str, Check(_dns_label(40), json_schema={"type": "string", "pattern": _DNS_LABEL.pattern,
+                                                                "maxLength": 40})]
+EnvVar = Annotated[str, Check(_env_var, json_schema={"type": "string", "pattern": _ENV_VAR.pattern})]
+EnvValue = Annotated[str, Check(_env_value, before=True, json_schema={"type": ["string", "number", "boolean"]})]
+Duration = Annotated[int, Check(_unit(units.parse_duration, "duration"), before=True,
+                                json_schema={"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
+                                             "examples": ["10s", "500ms", "2m"]})]
+Size = Annotated[int, Check(_unit(units.parse_size, "size"), before=True,
+                            json_schema={"type": ["string", "integer"],
+                                         "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|k)?$",
+                                         "examples": ["512Mi", "80Gi", "1.5G"]})]
+Cpu = Annotated[int, Check(_unit(units.parse_cpu, "cpu"), before=True,
+                           json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                                                  {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}],
+                                        "examples": [0.5, 2, "500m"]})]
+Port = Annotated[int, Bounds(ge=1, le=65535)]
+Count = Annotated[int, Bounds(ge=0)]
 Restart = Literal["always", "on-failure", "never"]
+Command = Annotated[list[str], Bounds(min_length=1)]
+
+# pydantic reads this from every class (a plain dict: pydantic's ConfigDict is a TypedDict).
+# allow_inf_nan=False: `params_b: .inf` is a typo to report, not a number to compute a budget from.
+# Field docstrings are the JSON Schema's descriptions.
+_PYDANTIC_CONFIG: dict[str, Any] = {"extra": "forbid", "frozen": True, "allow_inf_nan": False,
+                                    "use_attribute_docstrings": True}
+_spec_type = dataclass(frozen=True, kw_only=True)
 
 
-class _Model(BaseModel):
-    # allow_inf_nan=False: `params_b: .inf` is a typo to report, not a number to compute a budget from
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
+@_spec_type
+class GpuBudget:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    count: Count
+    """number of GPUs on the host"""
+    model: str
+    """GPU product, e.g. A100-80GB; kubernetes uses it as node selector"""
+    memory: Size
+    """memory per GPU"""
 
 
-class GpuBudget(_Model):
-    count: int = Field(ge=0, description="number of GPUs on the host")
-    model: str = Field(description="GPU product, e.g. A100-80GB; kubernetes uses it as node selector")
-    memory: Size = Field(description="memory per GPU")
-
-
-class Host(_Model):
-    address: str | None = Field(
-        None, description="how systemd apply reaches the host: host or user@host[:port] (ssh), "
-                          "ssh://user@host:port, local, or docker://<container>; default: the host's name")
-    labels: dict[str, str] = {}
+@_spec_type
+class Host:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    address: str | None = None
+    """how systemd apply reaches the host: host or user@host[:port] (ssh), ssh://user@host:port, local,
+    or docker://<container>; default: the host's name"""
+    labels: dict[str, str] = field(default_factory=dict)
     cpu: Cpu | None = None
     memory: Size | None = None
     gpus: GpuBudget | None = None
 
 
-class Secret(_Model):
-    env: EnvVar | None = Field(None, description="read at apply time from this environment variable")
-    file: str | None = Field(None, description="read at apply time from this absolute path")
+@_spec_type
+class Secret:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    env: EnvVar | None = None
+    """read at apply time from this environment variable"""
+    file: str | None = None
+    """read at apply time from this absolute path"""
 
-    @model_validator(mode="after")
-    def _one_source(self) -> Secret:
+    def __post_init__(self) -> None:
         if (self.env is None) == (self.file is None):
-            raise PydanticCustomError("hx_combination", "a secret needs exactly one of `env` or `file`")
+            reject("combination", "a secret needs exactly one of `env` or `file`")
         if self.file is not None and not self.file.startswith("/"):
-            raise PydanticCustomError("hx_combination", "`file` must be an absolute path")
-        return self
+            reject("combination", "`file` must be an absolute path")
 
 
-class Resources(_Model):
+@_spec_type
+class Resources:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
-    gpus: int = Field(0, ge=0, description="GPUs per replica")
+    gpus: Count = 0
+    """GPUs per replica"""
 
 
-class ModelResources(_Model):
+@_spec_type
+class ModelResources:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
 
 
-class HttpCheck(_Model):
+@_spec_type
+class HttpCheck:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     path: str = "/"
     port: Name
 
 
-class TcpCheck(_Model):
+@_spec_type
+class TcpCheck:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     port: Name
 
 
-class Health(_Model):
+@_spec_type
+class Health:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
-    exec: list[str] | None = Field(None, min_length=1)
+    exec: Command | None = None
     interval: Duration = 10_000
     timeout: Duration = 3_000
-    retries: int = Field(3, ge=1)
+    retries: Annotated[int, Bounds(ge=1)] = 3
     start_period: Duration = 0
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Health:
+    def __post_init__(self) -> None:
         given = [k for k in ("http", "tcp", "exec") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise PydanticCustomError(
-                "hx_combination", "a health check needs exactly one of `http`, `tcp` or `exec` (found: {found})",
-                {"found": ", ".join(given) or "none"})
-        return self
+            reject("combination", "a health check needs exactly one of `http`, `tcp` or `exec` (found: {found})",
+                   {"found": ", ".join(given) or "none"})
 
 
-class Metrics(_Model):
+@_spec_type
+class Metrics:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     port: Name
     path: str = "/metrics"
 
 
-class Volume(_Model):
-    path: str = Field(description="mount path inside the service")
+@_spec_type
+class Volume:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    path: str
+    """mount path inside the service"""
     size: Size | None = None
 
 
@@ -182,44 +203,49 @@ _METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 _LABEL_MATCHER = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
 
 
-class Slo(_Model):
-    availability: float = Field(gt=0, lt=100, description="target percentage of good requests, e.g. 99.9")
+@_spec_type
+class Slo:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    availability: Annotated[float, Bounds(gt=0, lt=100)]
+    """target percentage of good requests, e.g. 99.9"""
     latency_p99: Duration | None = None
-    requests_metric: str = Field(
-        "http_requests_total", pattern=_METRIC_NAME,
-        description="counter of all requests the SLO counts; default `http_requests_total`")
-    errors_selector: str = Field(
-        'code=~"5.."', pattern=_LABEL_MATCHER,
-        description="one label matcher that picks the failed requests out of `requests_metric`; "
-                    "default `code=~\"5..\"`")
-    latency_metric: str = Field(
-        "http_request_duration_seconds", pattern=_METRIC_NAME,
-        description="histogram (in seconds, without `_bucket`) that `latency_p99` is checked against; "
-                    "default `http_request_duration_seconds`")
+    requests_metric: Annotated[str, Bounds(pattern=_METRIC_NAME)] = "http_requests_total"
+    """counter of all requests the SLO counts; default `http_requests_total`"""
+    errors_selector: Annotated[str, Bounds(pattern=_LABEL_MATCHER)] = 'code=~"5.."'
+    """one label matcher that picks the failed requests out of `requests_metric`; default `code=~"5.."`"""
+    latency_metric: Annotated[str, Bounds(pattern=_METRIC_NAME)] = "http_request_duration_seconds"
+    """histogram (in seconds, without `_bucket`) that `latency_p99` is checked against;
+    default `http_request_duration_seconds`"""
 
 
-class Service(_Model):
+@_spec_type
+class Service:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     image: str | None = None
-    exec: list[str] | None = Field(None, min_length=1, description="native command (systemd runtime native)")
+    exec: Command | None = None
+    """native command (systemd runtime native)"""
     command: list[str] | None = None
     args: list[str] | None = None
-    ports: dict[Name, Port] = {}
-    env: dict[EnvVar, EnvValue] = {}
-    secrets: dict[EnvVar, Name] = Field({}, description="environment variable -> secret name")
-    resources: Resources = Resources()
-    replicas: int = Field(1, ge=0)
-    depends_on: list[Name] = []
+    ports: dict[Name, Port] = field(default_factory=dict)
+    env: dict[EnvVar, EnvValue] = field(default_factory=dict)
+    secrets: dict[EnvVar, Name] = field(default_factory=dict)
+    """environment variable -> secret name"""
+    resources: Resources = field(default_factory=Resources)
+    replicas: Count = 1
+    depends_on: list[Name] = field(default_factory=list)
     health: Health | None = None
     metrics: Metrics | None = None
-    volumes: dict[Name, Volume] = {}
+    volumes: dict[Name, Volume] = field(default_factory=dict)
     hosts: list[Name] | None = None
     slo: Slo | None = None
     restart: Restart = "on-failure"
 
 
-class Defaults(_Model):
+@_spec_type
+class Defaults:
     """Anything a service may set; merged under every service (and the model-relevant keys under models)."""
 
+    __pydantic_config__ = _PYDANTIC_CONFIG
     image: str | None = None
     exec: list[str] | None = None
     command: list[str] | None = None
@@ -228,7 +254,7 @@ class Defaults(_Model):
     env: dict[EnvVar, EnvValue] | None = None
     secrets: dict[EnvVar, Name] | None = None
     resources: Resources | None = None
-    replicas: int | None = Field(None, ge=0)
+    replicas: Count | None = None
     depends_on: list[Name] | None = None
     health: Health | None = None
     metrics: Metrics | None = None
@@ -242,72 +268,112 @@ Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
 
 
-class LlmModel(_Model):
-    source: str = Field(description="hub id or absolute local path")
+@_spec_type
+class LlmModel:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    source: str
+    """hub id or absolute local path"""
     revision: str | None = None
     served_name: str | None = None
-    params_b: float = Field(gt=0, description="parameters in billions, for the GPU memory check")
+    params_b: Annotated[float, Bounds(gt=0)]
+    """parameters in billions, for the GPU memory check"""
     dtype: Dtype = "bfloat16"
     quantization: Quantization | None = None
-    max_model_len: int | None = Field(None, ge=1)
-    tensor_parallel: int = Field(1, ge=1, description="GPUs per replica")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    replicas: int = Field(1, ge=0)
+    max_model_len: Annotated[int, Bounds(ge=1)] | None = None
+    tensor_parallel: Annotated[int, Bounds(ge=1)] = 1
+    """GPUs per replica"""
+    gpu_memory_utilization: Annotated[float, Bounds(gt=0, le=1)] = 0.9
+    replicas: Count = 1
     port: Port = 8000
     image: str = DEFAULT_VLLM_IMAGE
-    extra_args: list[str] = []
-    env: dict[EnvVar, EnvValue] = {}
-    secrets: dict[EnvVar, Name] = {}
-    resources: ModelResources = ModelResources()
-    depends_on: list[Name] = []
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[EnvVar, EnvValue] = field(default_factory=dict)
+    secrets: dict[EnvVar, Name] = field(default_factory=dict)
+    resources: ModelResources = field(default_factory=ModelResources)
+    depends_on: list[Name] = field(default_factory=list)
     hosts: list[Name] | None = None
     restart: Restart = "on-failure"
 
 
-class Monitoring(_Model):
+@_spec_type
+class Monitoring:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     scrape_interval: Duration = 15_000
     alerts: bool = True
     dashboards: bool = True
-    rules: list[dict[str, Any]] = Field([], description="extra Prometheus rule groups, passed through")
-    runbooks: str | None = Field(None, description="alerts link <runbooks><alert name>")
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    """extra Prometheus rule groups, passed through"""
+    runbooks: str | None = None
+    """alerts link <runbooks><alert name>"""
 
 
-class SystemdTarget(_Model):
-    hosts: list[Name] = []
+@_spec_type
+class SystemdTarget:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    hosts: list[Name] = field(default_factory=list)
     runtime: Literal["docker", "podman", "native"] = "docker"
 
 
-class ComposeTarget(_Model):
-    host: Name | None = Field(None, description="the host whose GPU budget the compose stack uses")
+@_spec_type
+class ComposeTarget:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    host: Name | None = None
+    """the host whose GPU budget the compose stack uses"""
 
 
-class KubernetesTarget(_Model):
-    namespace: Name | None = Field(None, description="default: <project>-<env>")
+@_spec_type
+class KubernetesTarget:
+    __pydantic_config__ = _PYDANTIC_CONFIG
+    namespace: Name | None = None
+    """default: <project>-<env>"""
     gpu_resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] | None = Field(
-        None, description="overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`")
+    node_selector: dict[str, str] | None = None
+    """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
 
 
-class Targets(_Model):
+@_spec_type
+class Targets:
+    __pydantic_config__ = _PYDANTIC_CONFIG
     systemd: SystemdTarget | None = None
     compose: ComposeTarget | None = None
     kubernetes: KubernetesTarget | None = None
 
 
-class Stack(_Model):
+def _file_key(name: str) -> str:
+    """The key a field has in the file: snake_case everywhere, except the Kubernetes-style `apiVersion`."""
+    return "apiVersion" if name == "api_version" else name
+
+
+_STACK_CONFIG: dict[str, Any] = {**_PYDANTIC_CONFIG, "alias_generator": _file_key, "validate_by_name": True}
+
+
+@_spec_type
+class Stack:
     """A stack: services, vLLM model servers, hosts and their GPU budgets, and where it compiles to."""
 
-    api_version: Literal["hxpc/v1"] = Field(alias="apiVersion")
+    __pydantic_config__ = _STACK_CONFIG
+    api_version: Literal["hxpc/v1"]
     project: ProjectName
-    defaults: Defaults = Defaults()
-    hosts: dict[Name, Host] = {}
-    secrets: dict[Name, Secret] = {}
-    models: dict[Name, LlmModel] = {}
-    services: dict[Name, Service] = {}
+    defaults: Defaults = field(default_factory=Defaults)
+    hosts: dict[Name, Host] = field(default_factory=dict)
+    secrets: dict[Name, Secret] = field(default_factory=dict)
+    models: dict[Name, LlmModel] = field(default_factory=dict)
+    services: dict[Name, Service] = field(default_factory=dict)
     monitoring: Monitoring | None = None
-    targets: Targets = Targets()
-    environments: dict[Name, dict[str, Any] | None] = Field(
-        {}, description="inline overlays by environment name, merged over the base (RFC 7386)")
+    targets: Targets = field(default_factory=Targets)
+    environments: dict[Name, dict[str, Any] | None] = field(default_factory=dict)
+    """inline overlays by environment name, merged over the base (RFC 7386)"""
+
+
+@functools.cache
+def pydantic_adapter() -> TypeAdapter[Stack]:
+    """pydantic's validator for `Stack`: the authority on errors, and the source of the JSON Schema.
+
+    Built on first use: importing pydantic and building it takes longer than compiling a small stack.
+    """
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Stack)
 
 
 def _without_required(node: Any) -> Any:
@@ -318,9 +384,31 @@ def _without_required(node: Any) -> Any:
     return node
 
 
+def _one_line_descriptions(node: Any) -> Any:
+    # field docstrings wrap at the source's line length; a description is one line of text
+    if isinstance(node, dict):
+        return {k: " ".join(v.split()) if k == "description" and isinstance(v, str) else _one_line_descriptions(v)
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_one_line_descriptions(v) for v in node]
+    return node
+
+
 def json_schema(overlay: bool = False) -> dict[str, Any]:
     """The spec's JSON Schema; `overlay=True` gives the schema of an overlay file (every field optional)."""
-    schema = Stack.model_json_schema(by_alias=True)
+    from pydantic.json_schema import GenerateJsonSchema
+
+    class WithFactoryDefaults(GenerateJsonSchema):
+        """Shows `{}`, `[]` and default sub-objects, which the dataclasses give as factories, as defaults."""
+
+        def default_schema(self, schema: Any) -> Any:
+            if "default_factory" in schema and not schema.get("default_factory_takes_data"):
+                schema = {**schema, "default": schema["default_factory"]()}
+                del schema["default_factory"]
+            return super().default_schema(schema)
+
+    schema: dict[str, Any] = _one_line_descriptions(
+        pydantic_adapter().json_schema(by_alias=True, schema_generator=WithFactoryDefaults))
     if overlay:
         # an overlay file sets only what differs; `null` deletes, so any value may also be null
         schema = _without_required(schema)

@@ -1,5 +1,7 @@
-"""Validation: pydantic's errors mapped onto spans, then the semantic checks.
+"""Validation: the quick validator, else pydantic's errors mapped onto spans; then the semantic checks.
 
+An exactly-typed valid tree is validated by quickcheck.py without importing
+pydantic; anything it is unsure of goes to pydantic, whose result is final.
 Pydantic reports a location as a path of field names; the merged tree's
 provenance turns that path into the span of the layer that set the value, so
 an error in a value from `hub.prod.yaml` points into that file. Unknown fields
@@ -8,23 +10,29 @@ get a "did you mean" from the fields of the model at that place.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import types
 import typing
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
-from pydantic_core import ErrorDetails
+from typing import TYPE_CHECKING, Any
 
 from hxpc.compiler.checks import semantic_checks
 from hxpc.compiler.load import Path
 from hxpc.compiler.merge import Merged
-from hxpc.compiler.spec import Stack
+from hxpc.compiler.quickcheck import quick_validate
+from hxpc.compiler.spec import Stack, pydantic_adapter
 from hxpc.diagnostics import Diagnostic
 
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+# dataclasses report an unknown field as an unexpected keyword argument
+_UNKNOWN = ("extra_forbidden", "unexpected_keyword_argument")
 _CODE_BY_TYPE = {
     "extra_forbidden": "HX201",
+    "unexpected_keyword_argument": "HX201",
     "missing": "HX207",
+    "missing_argument": "HX207",
     "hx_duration": "HX203",
     "hx_size": "HX204",
     "hx_cpu": "HX205",
@@ -52,26 +60,32 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-def _model_at(path: Path) -> type[BaseModel] | None:
-    """The pydantic model class that validates the mapping at `path`, if any."""
+def _is_spec_class(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def _field_names(cls: type[Any]) -> dict[str, str]:
+    """Each field's key in the file -> its attribute name."""
+    key_of = getattr(cls, "__pydantic_config__", {}).get("alias_generator") or (lambda name: name)
+    return {key_of(f.name): f.name for f in dataclasses.fields(cls)}
+
+
+def _model_at(path: Path) -> type[Any] | None:
+    """The spec class that validates the mapping at `path`, if any."""
     current: Any = Stack
     for part in path:
         current = _unwrap(current)
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = next((f for n, f in current.model_fields.items() if n == part or f.alias == part), None)
-            if field is None:
+        if _is_spec_class(current):
+            name = _field_names(current).get(str(part), part)
+            current = typing.get_type_hints(current, include_extras=True).get(str(name))
+            if current is None:
                 return None
-            current = field.annotation
         elif typing.get_origin(current) in (dict, list):
             current = typing.get_args(current)[-1]
         else:
             return None
     current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
-
-
-def _field_names(model: type[BaseModel]) -> list[str]:
-    return [f.alias or n for n, f in model.model_fields.items()]
+    return current if _is_spec_class(current) else None
 
 
 def _where(path: Path) -> str:
@@ -85,16 +99,16 @@ def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
     kind = err["type"]
     code = _CODE_BY_TYPE.get(kind, "HX208" if kind in _RANGE_TYPES else "HX202")
     hint: str | None = None
-    if kind == "extra_forbidden":
+    if kind in _UNKNOWN:
         name = str(path[-1])
         model = _model_at(path[:-1])
-        fields = _field_names(model) if model else []
+        fields = list(_field_names(model)) if model else []
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else (
             f"allowed here: {', '.join(f'`{f}`' for f in fields)}" if fields else None)
         return Diagnostic(code, f"unknown field `{name}` in {_where(path[:-1])}",
                           merged.span(path, key=True), hint=hint)
-    if kind == "missing":
+    if kind in ("missing", "missing_argument"):
         return Diagnostic(code, f"{_where(path[:-1])} is missing the required field `{path[-1]}`",
                           merged.span(path[:-1], key=True), hint=f"add `{path[-1]}:`")
     if kind == "literal_error":
@@ -116,8 +130,12 @@ def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
 
 def validate(merged: Merged) -> tuple[Stack | None, list[Diagnostic]]:
     """Schema first; the semantic checks only run on a schema-valid stack."""
-    try:
-        stack = Stack.model_validate(merged.data)
-    except ValidationError as exc:
-        return None, [_diagnostic(e, merged) for e in exc.errors(include_url=False)]
+    stack = quick_validate(Stack, merged.data)
+    if stack is None:
+        from pydantic import ValidationError
+
+        try:
+            stack = pydantic_adapter().validate_python(merged.data)
+        except ValidationError as exc:
+            return None, [_diagnostic(e, merged) for e in exc.errors(include_url=False)]
     return stack, list(semantic_checks(stack, merged))

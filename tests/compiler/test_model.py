@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
+from pydantic import TypeAdapter
 
 from hxpc.compiler.model import (
     ResolvedStack,
@@ -27,6 +29,12 @@ hosts:
   gpu-b: {gpus: {count: 8, model: A100-80GB, memory: 80Gi}}
   app: {cpu: 16}
 """
+
+T = TypeVar("T")
+
+
+def _validated(cls: type[T], data: dict[str, Any]) -> T:
+    return TypeAdapter(cls).validate_python(data)
 
 
 def resolve(tmp_path: Path, body: str, env: str = "default") -> ResolvedStack:
@@ -238,22 +246,22 @@ targets:
     ("bfloat16", "int8", 1), ("float16", "awq", 0.5), ("float16", "gptq", 0.5), ("bfloat16", "int4", 0.5),
 ])
 def test_bytes_per_param(dtype: str, quant: str | None, size: float) -> None:
-    m = LlmModel.model_validate({"source": "x", "params_b": 10, "dtype": dtype, "quantization": quant,
+    m = _validated(LlmModel, {"source": "x", "params_b": 10, "dtype": dtype, "quantization": quant,
                                  "tensor_parallel": 2})
     assert bytes_per_param(m) == size
     assert weights_per_gpu(m) == 10e9 * size / 2
 
 
 def test_startup_budget() -> None:
-    assert startup_budget_s(LlmModel.model_validate({"source": "x", "params_b": 70.6}), None) == 300 + 706
+    assert startup_budget_s(_validated(LlmModel, {"source": "x", "params_b": 70.6}), None) == 300 + 706
     assert startup_budget_s(None, None) == 60
-    assert startup_budget_s(None, Health.model_validate({"exec": ["true"]})) == 60
-    slow = Health.model_validate({"exec": ["true"], "start_period": "2m", "interval": "30s", "retries": 4})
+    assert startup_budget_s(None, _validated(Health, {"exec": ["true"]})) == 60
+    slow = _validated(Health, {"exec": ["true"], "start_period": "2m", "interval": "30s", "retries": 4})
     assert startup_budget_s(None, slow) == 120 + 120
 
 
 def test_vllm_args_minimal() -> None:
-    m = LlmModel.model_validate({"source": "/models/x", "params_b": 1})
+    m = _validated(LlmModel, {"source": "/models/x", "params_b": 1})
     assert vllm_args(m) == ("--model", "/models/x", "--dtype", "bfloat16", "--tensor-parallel-size", "1",
                             "--gpu-memory-utilization", "0.9", "--host", "0.0.0.0", "--port", "8000")
 

@@ -1,3 +1,3 @@
-from hxpc.cli import entrypoint
+from hxpc.main import entrypoint
 
 entrypoint()

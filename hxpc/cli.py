@@ -4,21 +4,22 @@ Exit codes follow CLI.md: 0 success, 1 live-system or internal failure,
 2 differences (with --check / --detailed-exitcode), 3 invalid spec or command
 line, 4 refused before touching anything, 130 interrupted. Heavy modules are
 imported inside the commands that use them, so `hxpc validate` does not pay
-for the engine's imports.
+for the engine's imports. The process starts in main.py, which runs a plain
+`hxpc compile` without importing typer and hands everything else to `main`.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from hxpc.errors import HxpcError, SpecError, UsageError
+from hxpc.errors import SpecError, UsageError
+from hxpc.main import guarded
 
 app = typer.Typer(
     name="hxpc", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -93,28 +94,9 @@ def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
              check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
              ) -> int:
     """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
-    from hxpc.artifacts import check_bundle, write_bundle
-    from hxpc.compiler.compile import compile_spec
-    from hxpc.compiler.pipeline import environments
-    from hxpc.sources import FileSources, stable_name
+    from hxpc.compile_command import compile_command
 
-    sources = FileSources(spec)
-    envs = env or environments(sources)
-    targets = target or []
-    bundle = compile_spec(sources, envs, targets, spec_name=stable_name(spec))
-    if check:
-        problems = check_bundle(bundle, output, envs, targets)
-        for line in problems:
-            _out(line + "\n")
-        if problems:
-            _err(f"hxpc: {len(problems)} file(s) in {output} differ from what {spec} compiles to; "
-                 "run `hxpc compile` and commit the result\n")
-            return 2
-        _out(f"{output}: up to date ({len(bundle.files)} files)\n")
-        return 0
-    written = write_bundle(bundle, output, envs, targets)
-    _out(f"wrote {len(written)} files to {output}/ ({', '.join(envs)})\n")
-    return 0
+    return compile_command(spec, env, target, output, check)
 
 
 @app.command()
@@ -319,51 +301,24 @@ def schema(output: Annotated[Path | None, typer.Option("-o", "--output", help="w
         write_atomic(output, text)
 
 
-def _report_error(exc: HxpcError) -> int:
-    if isinstance(exc, SpecError):
-        from hxpc.diagnostics import render_text
-
-        _err(render_text(exc.diagnostics, exc.texts))
-        n = len(exc.diagnostics)
-        _err(f"hxpc: {n} problem{'s' if n != 1 else ''} found; nothing was changed\n")
-    else:
-        _err(f"hxpc: {exc}\n")
-    return exc.exit_code
-
-
 def main(argv: list[str] | None = None) -> int:
-    try:
-        result = app(args=argv, prog_name="hxpc", standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except HxpcError as exc:
-        return _report_error(exc)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except typer.Abort:
-        _err("hxpc: aborted\n")
-        return 130
-    except typer.TyperException as exc:  # click's usage errors, vendored by typer
-        show = getattr(exc, "show", None)
-        if callable(show):
-            show()
-        else:
-            _err(f"hxpc: {exc}\n")
-        return UsageError.exit_code
-    except KeyboardInterrupt:
-        _err("hxpc: interrupted\n")
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:
-        _err(f"hxpc: internal error: {type(exc).__name__}: {exc}\n"
-             "hxpc: this is a bug in hxpc; rerun with HXPC_DEBUG=1 for the traceback\n")
-        if os.environ.get("HXPC_DEBUG"):
-            raise
-        return 1
+    """Run the typer app on `argv` (default: sys.argv[1:]) and return the exit code."""
 
+    def invoke() -> int:
+        try:
+            result = app(args=argv, prog_name="hxpc", standalone_mode=False)
+            return result if isinstance(result, int) else 0
+        except typer.Exit as exc:
+            return int(exc.exit_code)
+        except typer.Abort:
+            _err("hxpc: aborted\n")
+            return 130
+        except typer.TyperException as exc:  # click's usage errors, vendored by typer
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            else:
+                _err(f"hxpc: {exc}\n")
+            return UsageError.exit_code
 
-def entrypoint() -> None:
-    # hxpc's models need no pydantic plugins, and looking them up scans every installed package's
-    # entry points (~30 ms of a ~0.5 s compile); a user can still opt in by setting the variable
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    sys.exit(main())
+    return guarded(invoke)

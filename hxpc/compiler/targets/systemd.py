@@ -57,17 +57,15 @@ Decisions the spec leaves open:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-import jinja2
-
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
+from hxpc.compiler.targets.templates import template
 from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
 
@@ -84,19 +82,6 @@ HF_CACHE_PATH = "/root/.cache/huggingface"  # vllm/vllm-openai runs as root with
 VLLM = ("/usr/bin/env", "python3", "-m", "vllm.entrypoints.openai.api_server")
 USER_MAX = 31  # systemd refuses longer user names for DynamicUser=
 _BARE_PROGRAM = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.+-]*$")
-
-
-@functools.cache
-def _template(name: str) -> jinja2.Template:
-    """Templates are compiled once per process, on first use."""
-    return _jinja().get_template(name)
-
-
-@functools.cache
-def _jinja() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("hxpc.templates.systemd", ""), undefined=jinja2.StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True, autoescape=False, keep_trailing_newline=True)
 
 
 # --- quoting: systemd's rules for command lines, Environment= and paths ---------------------------------------------
@@ -294,10 +279,10 @@ class _Unit:
     def files(self, units_here: dict[str, list[str]], hosts_of: dict[str, list[str]]) -> dict[str, str]:
         w, base = self.w, unit_base(self.project, self.w)
         main = f"{base}@.service" if self.template else f"{base}.service"
-        out = {f"{self.host}/{main}": _finish(_template("unit.service.j2").render(
+        out = {f"{self.host}/{main}": _finish(template("systemd", "unit.service.j2").render(
             self._context(units_here, hosts_of)))}
         if self.template:
-            dropin = _template("replica.conf.j2")
+            dropin = template("systemd", "replica.conf.j2")
             for r in self.replicas:
                 text = dropin.render(header=self.meta.header(), project=self.project, env=self.meta.env,
                                      name=w.name, host=self.host, hash_mark=HASH_MARK, replica=self._replica(r))

@@ -9,7 +9,6 @@ environment compiled, so a failed compile leaves the previous output as it was.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -75,6 +74,8 @@ def diff_bundles(old: Bundle, new: Bundle) -> str:
         if unit != group:
             out.append(f"=== {unit} ===\n")
             group = unit
+        import difflib  # here: only `diff` needs it, and compile starts faster without it
+
         lines = difflib.unified_diff(
             (before or "").splitlines(keepends=True), (after or "").splitlines(keepends=True),
             fromfile=f"a/{path}" if before is not None else "/dev/null",

@@ -9,7 +9,6 @@ spec as it was at any revision, overlays included.
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
@@ -85,6 +84,8 @@ class GitSources:
         self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 
     def _git(self, *args: str) -> str:
+        import subprocess  # here: only `diff --base` reads through git, and compile starts faster without it
+
         try:
             done = subprocess.run(["git", *args], cwd=self._cwd, capture_output=True, text=True, check=False)
         except OSError as exc:

@@ -101,6 +101,8 @@ _spec_type = dataclass(frozen=True, kw_only=True)
 
 @_spec_type
 class GpuBudget:
+    """A host's GPUs: how many, which product, and the memory of each."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     count: Count
     """number of GPUs on the host"""
@@ -112,6 +114,8 @@ class GpuBudget:
 
 @_spec_type
 class Host:
+    """A machine that runs services and models, and how systemd apply reaches it."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     address: str | None = None
     """how systemd apply reaches the host: host or user@host[:port] (ssh), ssh://user@host:port, local,
@@ -124,6 +128,8 @@ class Host:
 
 @_spec_type
 class Secret:
+    """A secret, by reference: where apply reads its value (never the value itself)."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     env: EnvVar | None = None
     """read at apply time from this environment variable"""
@@ -139,6 +145,8 @@ class Secret:
 
 @_spec_type
 class Resources:
+    """A service's cpu, memory and GPUs per replica."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
@@ -148,6 +156,8 @@ class Resources:
 
 @_spec_type
 class ModelResources:
+    """A model server's cpu and memory per replica (its GPUs follow from `tensor_parallel`)."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
@@ -155,6 +165,8 @@ class ModelResources:
 
 @_spec_type
 class HttpCheck:
+    """Healthy when GET <path> on the named port answers with a status below 400."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     path: str = "/"
     port: Name
@@ -162,12 +174,16 @@ class HttpCheck:
 
 @_spec_type
 class TcpCheck:
+    """Healthy when the named port accepts a connection."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     port: Name
 
 
 @_spec_type
 class Health:
+    """A health check: exactly one of `http`, `tcp` or `exec`, and its timing."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
@@ -186,6 +202,8 @@ class Health:
 
 @_spec_type
 class Metrics:
+    """Where Prometheus scrapes a service."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     port: Name
     path: str = "/metrics"
@@ -193,6 +211,8 @@ class Metrics:
 
 @_spec_type
 class Volume:
+    """Persistent storage mounted into a service."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     path: str
     """mount path inside the service"""
@@ -205,6 +225,8 @@ _LABEL_MATCHER = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
 
 @_spec_type
 class Slo:
+    """A service's availability (and optional latency) objective, and the metrics it is measured on."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     availability: Annotated[float, Bounds(gt=0, lt=100)]
     """target percentage of good requests, e.g. 99.9"""
@@ -220,6 +242,8 @@ class Slo:
 
 @_spec_type
 class Service:
+    """A service: an image (or a native command), its ports, environment, resources and replicas."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     image: str | None = None
     exec: Command | None = None
@@ -270,6 +294,8 @@ Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
 
 @_spec_type
 class LlmModel:
+    """A model served by vLLM's OpenAI-compatible server."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     source: str
     """hub id or absolute local path"""
@@ -297,6 +323,8 @@ class LlmModel:
 
 @_spec_type
 class Monitoring:
+    """Scrape interval, generated alerts and dashboards, and extra rule groups."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     scrape_interval: Duration = 15_000
     alerts: bool = True
@@ -309,6 +337,8 @@ class Monitoring:
 
 @_spec_type
 class SystemdTarget:
+    """systemd units on hosts, run by docker, podman or natively."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     hosts: list[Name] = field(default_factory=list)
     runtime: Literal["docker", "podman", "native"] = "docker"
@@ -316,6 +346,8 @@ class SystemdTarget:
 
 @_spec_type
 class ComposeTarget:
+    """One Docker Compose file."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     host: Name | None = None
     """the host whose GPU budget the compose stack uses"""
@@ -323,6 +355,8 @@ class ComposeTarget:
 
 @_spec_type
 class KubernetesTarget:
+    """Kubernetes manifests."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     namespace: Name | None = None
     """default: <project>-<env>"""
@@ -333,6 +367,8 @@ class KubernetesTarget:
 
 @_spec_type
 class Targets:
+    """Where the stack compiles to; a target that is absent is not compiled."""
+
     __pydantic_config__ = _PYDANTIC_CONFIG
     systemd: SystemdTarget | None = None
     compose: ComposeTarget | None = None

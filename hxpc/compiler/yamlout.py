@@ -25,6 +25,9 @@ _RESERVED = frozenset({
 
 
 def _scalar(value: Any) -> str:
+    kind = type(value)
+    if kind is str:  # most scalars; checked first
+        return _string(value)
     if value is None:
         return "null"
     if value is True:
@@ -50,13 +53,19 @@ def _string(text: str) -> str:
     if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED and not _NUMBER_LIKE.match(text) \
             and not text.endswith(":") and ": " not in text:
         return text
-    return _UNSAFE.sub(_escape, json.dumps(text, ensure_ascii=False))
+    quoted = json.dumps(text, ensure_ascii=False)
+    # json.dumps escapes every ASCII control character but DEL; only the rest needs the (slow to build) pattern
+    if quoted.isascii() and "\x7f" not in quoted:
+        return quoted
+    return _unsafe().sub(_escape, quoted)
 
 
-# Characters a YAML reader refuses (non-printable) or reads as a line break inside a
-# double-quoted string (YAML 1.1's NEL and Unicode separators), and the BOM: written as escapes.
-_UNSAFE = re.compile("[^\x09\x0A\x0D\x20-\x7E\xA0-\uD7FF\uE000-\uFEFE\uFF00-\uFFFD\U00010000-\U0010FFFF]"
-                     "|[\u2028\u2029]")
+@functools.cache
+def _unsafe() -> re.Pattern[str]:
+    """Characters a YAML reader refuses (non-printable) or reads as a line break inside a double-quoted
+    string (YAML 1.1's NEL and Unicode separators), and the BOM: written as escapes."""
+    return re.compile("[^\x09\x0A\x0D\x20-\x7E\xA0-\uD7FF\uE000-\uFEFE\uFF00-\uFFFD\U00010000-\U0010FFFF]"
+                      "|[\u2028\u2029]")
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -64,31 +73,31 @@ def _escape(match: re.Match[str]) -> str:
 
 
 def _key(key: Any) -> str:
-    return _scalar(str(key))
+    return _string(key) if type(key) is str else _scalar(str(key))
 
 
 def _emit(value: Any, indent: int, out: list[str]) -> None:
     pad = " " * indent
-    if isinstance(value, dict):
+    if type(value) is dict or isinstance(value, dict):
         for key in sorted(value):
             item = value[key]
-            if isinstance(item, dict) and item:
+            kind = type(item)
+            if kind is str:
+                out.append(f"{pad}{_key(key)}: {_string(item)}")
+            elif item and (kind is dict or isinstance(item, dict)):
                 out.append(f"{pad}{_key(key)}:")
                 _emit(item, indent + 2, out)
-            elif isinstance(item, list) and item:
+            elif item and (kind is list or isinstance(item, list)):
                 out.append(f"{pad}{_key(key)}:")
                 _emit(item, indent, out)
             else:
                 out.append(f"{pad}{_key(key)}: {_inline(item)}")
         return
     for item in value:  # lists sit at their key's indentation, as kubectl writes them
-        if isinstance(item, dict) and item:
+        if type(item) is str:
+            out.append(f"{pad}- {_string(item)}")
+        elif item and isinstance(item, (dict, list)):
             lines: list[str] = []
-            _emit(item, indent + 2, lines)
-            lines[0] = f"{pad}- {lines[0][indent + 2:]}"
-            out.extend(lines)
-        elif isinstance(item, list) and item:
-            lines = []
             _emit(item, indent + 2, lines)
             lines[0] = f"{pad}- {lines[0][indent + 2:]}"
             out.extend(lines)

@@ -53,19 +53,14 @@ def _string(text: str) -> str:
     if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED and not _NUMBER_LIKE.match(text) \
             and not text.endswith(":") and ": " not in text:
         return text
-    quoted = json.dumps(text, ensure_ascii=False)
-    # json.dumps escapes every ASCII control character but DEL; only the rest needs the (slow to build) pattern
-    if quoted.isascii() and "\x7f" not in quoted:
-        return quoted
-    return _unsafe().sub(_escape, quoted)
+    return _UNSAFE.sub(_escape, json.dumps(text, ensure_ascii=False))
 
 
-@functools.cache
-def _unsafe() -> re.Pattern[str]:
-    """Characters a YAML reader refuses (non-printable) or reads as a line break inside a double-quoted
-    string (YAML 1.1's NEL and Unicode separators), and the BOM: written as escapes."""
-    return re.compile("[^\x09\x0A\x0D\x20-\x7E\xA0-\uD7FF\uE000-\uFEFE\uFF00-\uFFFD\U00010000-\U0010FFFF]"
-                      "|[\u2028\u2029]")
+# Characters a YAML reader refuses (C0 and C1 controls, DEL, surrogates, U+FFFE/F) or reads as a line
+# break inside a double-quoted string (YAML 1.1's NEL and the Unicode separators), and the BOM: written as
+# escapes. Spelled as the forbidden ranges, not as the complement of the printable ones, which Python's
+# re takes ~5 ms to compile. (json.dumps has already escaped the C0 controls.)
+_UNSAFE = re.compile("[\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F\u2028\u2029\uD800-\uDFFF\uFEFF\uFFFE\uFFFF]")
 
 
 def _escape(match: re.Match[str]) -> str:

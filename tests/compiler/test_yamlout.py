@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from hxpc.compiler import yamlout
 from hxpc.compiler.yamlout import dump, dump_all
 
 # the C-based loaders where the property tests load many documents; the pure ones read strings
@@ -169,3 +171,14 @@ def test_floats() -> None:
 def test_nan_and_infinity_are_refused(value: float) -> None:
     with pytest.raises(ValueError):
         dump({"f": value})
+
+
+def test_the_unsafe_pattern_is_exactly_what_yaml_cannot_print() -> None:
+    # YAML 1.2's c-printable, minus the characters YAML 1.1 reads as line breaks in a quoted scalar,
+    # minus the BOM; checked over every code point
+    printable = re.compile("[\x09\x0A\x0D\x20-\x7E\x85\xA0-\uD7FF\uE000-\uFFFD\U00010000-\U0010FFFF]")
+    line_breaks_and_bom = {"\x85", "\u2028", "\u2029", "\ufeff"}
+    for cp in range(0x110000):
+        char = chr(cp)
+        unsafe = not printable.match(char) or char in line_breaks_and_bom
+        assert bool(yamlout._UNSAFE.match(char)) == unsafe, hex(cp)

@@ -12,8 +12,8 @@ ports and volumes are DNS labels. Cross-field rules that need the whole stack
 (references, GPU budgets, ports) live in `checks.py`, not here.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: the field types are evaluated once, as the classes are
+# built, instead of as strings each time the validators read them (typing.get_type_hints).
 import functools
 import re
 from dataclasses import dataclass, field
@@ -402,7 +402,7 @@ class Stack:
 
 
 @functools.cache
-def pydantic_adapter() -> TypeAdapter[Stack]:
+def pydantic_adapter() -> "TypeAdapter[Stack]":
     """pydantic's validator for `Stack`: the authority on errors, and the source of the JSON Schema.
 
     Built on first use: importing pydantic and building it takes longer than compiling a small stack.

@@ -98,3 +98,16 @@ def test_a_plain_compile_imports_neither_typer_nor_pydantic(tmp_path: Path) -> N
     code, imported = json.loads(done.stdout.splitlines()[-1])
     assert code == 0
     assert imported == []
+
+
+def test_the_hxpc_process_flushes_its_output_and_exit_code(tmp_path: Path) -> None:
+    spec = str(REPO / "specs" / "hxp.yaml")
+    done = subprocess.run([sys.executable, "-m", "hxpc", "compile", spec, "-e", "prod", "-o", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("wrote ") and done.stdout.endswith(" (prod)\n")
+    assert any(tmp_path.rglob("*.service"))
+    bad = subprocess.run([sys.executable, "-m", "hxpc", "compile", spec, "-e", "nope", "-o", str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 3
+    assert "HX107" in bad.stderr and bad.stderr.endswith("nothing was changed\n")

@@ -5,8 +5,9 @@ environments (bench/gen.py) and times the `hxpc compile --env prod` command
 (a fresh process, as CI runs it), and in the same run times kustomize
 rendering the equivalent Kubernetes overlay: a base of N Deployments,
 Services and ConfigMaps, and an overlay with a strategic-merge patch per
-service. Wall time, best of `--repeat` runs, both measured back to back so
-that a noisy machine affects both alike; compare the ratio.
+service. Wall time of `--repeat` runs of each, alternating hxpc and
+kustomize so that a noisy machine affects both alike; the best and the median
+of each are printed, and their ratios.
 
 hxpc is measured as a user runs it: a wheel of this checkout installed in
 its own virtualenv (built once per wheel content, under
@@ -28,6 +29,7 @@ import argparse
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -128,45 +130,57 @@ spec:
     return overlay
 
 
-def best_of(repeat: int, command: list[str], timeout: float | None = None) -> float | None:
-    best = None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        try:
-            done = subprocess.run(command, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
-        took = time.perf_counter() - start
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[:2000]}")
-        best = took if best is None else min(best, took)
-    return best
+def timed(command: list[str], timeout: float | None = None) -> float | None:
+    """Wall time of one run; None when it times out."""
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr.decode()[:2000]}")
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("sizes", nargs="*", type=int, default=[10, 100, 1000, 5000])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs per N (default: 15 up to N=100, where noise is most of the difference; 3 above)")
     parser.add_argument("--dev", action="store_true", help="measure `python -m hxpc` of this checkout")
     args = parser.parse_args()
     hxpc_command = [sys.executable, "-m", "hxpc"] if args.dev else installed_hxpc()
     kustomize = kustomize_command()
     print(f"hxpc: {' '.join(hxpc_command)}\nkustomize: {' '.join(kustomize)}")
-    print(f"{'N':>6} {'hxpc compile, all targets (s)':>30} {'files':>7} {'kustomize, k8s only (s)':>24} "
-          f"{'hxpc/kustomize':>15}")
+    print(f"{'N':>6} {'files':>6} {'hxpc all targets, best / median (s)':>36} "
+          f"{'kustomize k8s only, best / median (s)':>38} {'ratio, best / median':>21}")
     for n in args.sizes:
+        repeat = args.repeat or (15 if n <= 100 else 3)
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
             spec = write_spec(root, n, envs=("staging", "prod"))
             out = root / "out"
-            hxpc = best_of(args.repeat, [*hxpc_command, "compile", str(spec), "--env", "prod", "-o", str(out)])
-            files = sum(1 for p in out.rglob("*") if p.is_file())
             overlay = write_kustomize(root / "kustomize", n)
-            kust = best_of(1 if n >= 1000 else args.repeat, [*kustomize, str(overlay)], KUSTOMIZE_TIMEOUT_S)
-            assert hxpc is not None
-            kust_text = f"{kust:>24.3f}" if kust is not None else f"{'> ' + str(KUSTOMIZE_TIMEOUT_S):>24}"
-            ratio = f"{hxpc / kust:>15.2f}" if kust else f"{'-':>15}"
-            print(f"{n:>6} {hxpc:>30.3f} {files:>7} {kust_text} {ratio}", flush=True)
+            hxpc_runs: list[float] = []
+            kust_runs: list[float | None] = []
+            # alternate the two, so that a noisy spell of the machine hits both alike
+            for i in range(repeat):
+                took = timed([*hxpc_command, "compile", str(spec), "--env", "prod", "-o", str(out)])
+                assert took is not None
+                hxpc_runs.append(took)
+                if n < 1000 or i == 0:  # kustomize takes minutes at N >= 1000: once is enough
+                    kust_runs.append(timed([*kustomize, str(overlay)], KUSTOMIZE_TIMEOUT_S))
+            files = sum(1 for p in out.rglob("*") if p.is_file())
+            h_best, h_med = min(hxpc_runs), statistics.median(hxpc_runs)
+            hxpc_text = f"{h_best:.3f} / {h_med:.3f}"
+            if None in kust_runs:
+                kust_text, ratio = f"> {KUSTOMIZE_TIMEOUT_S}", "-"
+            else:
+                done = [k for k in kust_runs if k is not None]
+                k_best, k_med = min(done), statistics.median(done)
+                kust_text = f"{k_best:.3f} / {k_med:.3f}"
+                ratio = f"{h_best / k_best:.2f} / {h_med / k_med:.2f}"
+            print(f"{n:>6} {files:>6} {hxpc_text:>36} {kust_text:>38} {ratio:>21}", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO, require_tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hxpc.compiler.compile import compile_env
 from hxpc.compiler.pipeline import environments, resolve_env
@@ -200,3 +202,14 @@ def test_a_spec_change_elsewhere_leaves_model_dashboards_alone(tmp_path: Path) -
 def test_deterministic(env_files: tuple[str, dict[str, str]]) -> None:
     env, files = env_files
     assert compiled(SPEC, env) == files
+
+
+_JSON_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_JSON = st.recursive(_JSON_LEAVES, lambda inner: st.lists(inner, max_size=4)
+                     | st.dictionaries(st.text(max_size=6), inner, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _JSON, max_size=5))
+def test_to_json_is_json_dumps_with_indent_byte_for_byte(dashboard: dict[str, Any]) -> None:
+    assert grafana.to_json(dashboard) == json.dumps(dashboard, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

@@ -71,33 +71,41 @@ def _key(key: Any) -> str:
     return _string(key) if type(key) is str else _scalar(str(key))
 
 
-def _emit(value: Any, indent: int, out: list[str]) -> None:
-    pad = " " * indent
-    if type(value) is dict or isinstance(value, dict):
-        for key in sorted(value):
-            item = value[key]
-            kind = type(item)
-            if kind is str:
-                out.append(f"{pad}{_key(key)}: {_string(item)}")
-            elif item and (kind is dict or isinstance(item, dict)):
-                out.append(f"{pad}{_key(key)}:")
-                _emit(item, indent + 2, out)
-            elif item and (kind is list or isinstance(item, list)):
-                out.append(f"{pad}{_key(key)}:")
-                _emit(item, indent, out)
-            else:
-                out.append(f"{pad}{_key(key)}: {_inline(item)}")
-        return
-    for item in value:  # lists sit at their key's indentation, as kubectl writes them
-        if type(item) is str:
-            out.append(f"{pad}- {_string(item)}")
-        elif item and isinstance(item, (dict, list)):
-            lines: list[str] = []
-            _emit(item, indent + 2, lines)
-            lines[0] = f"{pad}- {lines[0][indent + 2:]}"
-            out.extend(lines)
+# The emitters write a non-empty mapping or list whose lines are indented by `pad`, except the first,
+# which starts with `first` instead: that is how a list item's `- ` shares its line with the item.
+
+
+def _emit_mapping(value: Any, pad: str, first: str, out: list[str]) -> None:
+    lead, nested = first, pad + "  "
+    for key in sorted(value):
+        item = value[key]
+        kind = type(item)
+        if kind is str:
+            out.append(f"{lead}{_key(key)}: {_string(item)}")
+        elif item and (kind is dict or isinstance(item, dict)):
+            out.append(f"{lead}{_key(key)}:")
+            _emit_mapping(item, nested, nested, out)
+        elif item and (kind is list or isinstance(item, list)):
+            out.append(f"{lead}{_key(key)}:")
+            _emit_list(item, pad, pad, out)  # lists sit at their key's indentation, as kubectl writes them
         else:
-            out.append(f"{pad}- {_inline(item)}")
+            out.append(f"{lead}{_key(key)}: {_inline(item)}")
+        lead = pad
+
+
+def _emit_list(value: Any, pad: str, first: str, out: list[str]) -> None:
+    lead, nested = first, pad + "  "
+    for item in value:
+        dash = lead + "- "
+        if type(item) is str:
+            out.append(dash + _string(item))
+        elif item and isinstance(item, dict):
+            _emit_mapping(item, nested, dash, out)
+        elif item and isinstance(item, list):
+            _emit_list(item, nested, dash, out)
+        else:
+            out.append(dash + _inline(item))
+        lead = pad
 
 
 def _inline(value: Any) -> str:
@@ -115,7 +123,10 @@ def dump(data: Any) -> str:
     if not data:
         return _inline(data) + "\n"
     out: list[str] = []
-    _emit(data, 0, out)
+    if isinstance(data, dict):
+        _emit_mapping(data, "", "", out)
+    else:
+        _emit_list(data, "", "", out)
     return "\n".join(out) + "\n"
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal, NamedTuple
+
+from hxpc.records import record
 
 Severity = Literal["error", "warning"]
 
@@ -79,7 +81,7 @@ CODES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Diagnostic:
     code: str
     message: str

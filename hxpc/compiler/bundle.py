@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from hxpc.diagnostics import Diagnostic
+from hxpc.records import record
 
 if TYPE_CHECKING:
     from hxpc.compiler.model import ResolvedStack
@@ -29,7 +30,7 @@ CONTENT_HASH_TOKEN = "@content-hash@"
 TARGET_LABEL = "hxpc.dev/target"
 
 
-@dataclass(frozen=True)
+@record
 class Meta:
     project: str
     env: str
@@ -83,7 +84,7 @@ class TargetError(Exception):
         super().__init__(diagnostics[0].message if diagnostics else "target error")
 
 
-@dataclass
+@record(frozen=False)
 class Bundle:
     """Artifacts by path relative to the output directory (`<env>/<target>/...`)."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -22,6 +21,7 @@ from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
 from hxpc.diagnostics import Diagnostic, Span
+from hxpc.records import record
 
 PathKey = str | int
 Path = tuple[PathKey, ...]
@@ -30,7 +30,7 @@ _TAG = "tag:yaml.org,2002:"
 MAX_NODES = 1_000_000  # ~4x the largest spec benchmarked (5,000 services)
 
 
-@dataclass
+@record(frozen=False)
 class Document:
     """One YAML file: its data and the spans of every value and key by path."""
 

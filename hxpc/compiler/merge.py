@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from hxpc.compiler.load import Document, Path
 from hxpc.diagnostics import Diagnostic, Span
+from hxpc.records import record
 
 # Keys of `defaults` that also apply to models; the rest (ports, health, ...) are service-only.
 MODEL_DEFAULT_KEYS = frozenset({"restart", "resources", "env", "hosts", "replicas"})
@@ -31,7 +31,7 @@ class Layer(NamedTuple):
     key: Span | None
 
 
-@dataclass
+@record(frozen=False)
 class Merged:
     data: dict[str, Any]
     provenance: dict[Path, list[Layer]]

@@ -13,10 +13,11 @@ from __future__ import annotations
 import graphlib
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
 from hxpc.compiler.spec import Health, LlmModel, Service, Slo, Stack, Volume
+from hxpc.records import record
 
 Kind = Literal["service", "model"]
 
@@ -25,7 +26,7 @@ BYTES_PER_PARAM: dict[str, float] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Probe:
     """A resolved health check: ports are numbers, timings are milliseconds."""
 
@@ -40,7 +41,7 @@ class Probe:
     start_period_ms: int
 
 
-@dataclass(frozen=True)
+@record
 class Replica:
     index: int
     host: str | None
@@ -48,7 +49,7 @@ class Replica:
     gpu_devices: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Workload:
     name: str
     kind: Kind
@@ -80,7 +81,7 @@ class Workload:
         return weights_per_gpu(self.model)
 
 
-@dataclass(frozen=True)
+@record
 class Placement:
     """Where every replica runs for one target (systemd hosts, or the compose host)."""
 
@@ -91,7 +92,7 @@ class Placement:
         return [(name, r) for name, reps in self.replicas.items() for r in reps if r.host == host]
 
 
-@dataclass(frozen=True)
+@record
 class ResolvedStack:
     project: str
     env: str

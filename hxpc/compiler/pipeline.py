@@ -8,8 +8,6 @@ spec declares (inline or as overlay files).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hxpc.compiler.checks import suggest
 from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.load import Document, LoadFailed, load_document
@@ -19,12 +17,13 @@ from hxpc.compiler.spec import API_VERSION
 from hxpc.compiler.validate import validate
 from hxpc.diagnostics import Diagnostic, unique_sorted
 from hxpc.errors import SpecError
+from hxpc.records import record
 from hxpc.sources import Sources
 
 DEFAULT_ENV = "default"
 
 
-@dataclass
+@record(frozen=False)
 class Loaded:
     base: Document
     overlays: dict[str, str]
@@ -60,7 +59,7 @@ def environments(sources: Sources, loaded: Loaded | None = None) -> list[str]:
     return names or [DEFAULT_ENV]
 
 
-@dataclass
+@record(frozen=False)
 class Resolved:
     stack: ResolvedStack
     merged: Merged

@@ -14,14 +14,14 @@ ports and volumes are DNS labels. Cross-field rules that need the whole stack
 
 # No `from __future__ import annotations` here: the field types are evaluated once, as the classes are
 # built, instead of as strings each time the validators read them (typing.get_type_hints).
-import dataclasses
 import functools
 import re
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from dataclasses import field
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from hxpc.compiler import units
 from hxpc.compiler.fieldrules import Bounds, Check, reject
+from hxpc.records import record
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -99,64 +99,8 @@ _PYDANTIC_CONFIG: dict[str, Any] = {"extra": "forbid", "frozen": True, "allow_in
                                     "use_attribute_docstrings": True}
 
 
-class SpecType:
-    """The base of the spec's dataclasses: the methods @dataclass would write for each class, written once.
-
-    @dataclass generates __init__, __eq__, __hash__, __repr__ and a frozen __setattr__ as source for
-    every class and compiles it at import: for the 26 spec classes that was ~15% of compiling a small
-    stack. These behave the same: keyword-only construction with defaults and default factories, then
-    `__post_init__`; equality and hashing by type and field values; no assignment after construction.
-    """
-
-    __slots__ = ()
-    __dataclass_fields__: ClassVar[dict[str, Any]]  # set by @dataclass on each subclass
-
-    def __init__(self, **given: Any) -> None:
-        for f in dataclasses.fields(self):
-            if f.name in given:
-                value = given.pop(f.name)
-            elif f.default_factory is not dataclasses.MISSING:
-                value = f.default_factory()
-            elif f.default is not dataclasses.MISSING:
-                value = f.default
-            else:
-                raise TypeError(f"{type(self).__name__}() is missing the keyword argument {f.name!r}")
-            object.__setattr__(self, f.name, value)
-        if given:
-            raise TypeError(f"{type(self).__name__}() got an unexpected keyword argument {next(iter(given))!r}")
-        self.__post_init__()
-
-    def __post_init__(self) -> None:
-        """Cross-field checks of a class, run after construction (and by pydantic after validation)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash((self.__class__, self._values()))
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
-        return f"{type(self).__name__}({fields})"
-
-
-# init, eq and repr come from SpecType; not frozen here, as SpecType's __setattr__ already refuses
-_spec_type = dataclass(kw_only=True, init=False, repr=False, eq=False)
-
-
-@_spec_type
-class GpuBudget(SpecType):
+@record(kw_only=True)
+class GpuBudget:
     """A host's GPUs: how many, which product, and the memory of each."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -168,8 +112,8 @@ class GpuBudget(SpecType):
     """memory per GPU"""
 
 
-@_spec_type
-class Host(SpecType):
+@record(kw_only=True)
+class Host:
     """A machine that runs services and models, and how systemd apply reaches it."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -182,8 +126,8 @@ class Host(SpecType):
     gpus: GpuBudget | None = None
 
 
-@_spec_type
-class Secret(SpecType):
+@record(kw_only=True)
+class Secret:
     """A secret, by reference: where apply reads its value (never the value itself)."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -199,8 +143,8 @@ class Secret(SpecType):
             reject("combination", "`file` must be an absolute path")
 
 
-@_spec_type
-class Resources(SpecType):
+@record(kw_only=True)
+class Resources:
     """A service's cpu, memory and GPUs per replica."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -210,8 +154,8 @@ class Resources(SpecType):
     """GPUs per replica"""
 
 
-@_spec_type
-class ModelResources(SpecType):
+@record(kw_only=True)
+class ModelResources:
     """A model server's cpu and memory per replica (its GPUs follow from `tensor_parallel`)."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -219,8 +163,8 @@ class ModelResources(SpecType):
     memory: Size | None = None
 
 
-@_spec_type
-class HttpCheck(SpecType):
+@record(kw_only=True)
+class HttpCheck:
     """Healthy when GET <path> on the named port answers with a status below 400."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -228,16 +172,16 @@ class HttpCheck(SpecType):
     port: Name
 
 
-@_spec_type
-class TcpCheck(SpecType):
+@record(kw_only=True)
+class TcpCheck:
     """Healthy when the named port accepts a connection."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
     port: Name
 
 
-@_spec_type
-class Health(SpecType):
+@record(kw_only=True)
+class Health:
     """A health check: exactly one of `http`, `tcp` or `exec`, and its timing."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -256,8 +200,8 @@ class Health(SpecType):
                    {"found": ", ".join(given) or "none"})
 
 
-@_spec_type
-class Metrics(SpecType):
+@record(kw_only=True)
+class Metrics:
     """Where Prometheus scrapes a service."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -265,8 +209,8 @@ class Metrics(SpecType):
     path: str = "/metrics"
 
 
-@_spec_type
-class Volume(SpecType):
+@record(kw_only=True)
+class Volume:
     """Persistent storage mounted into a service."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -279,8 +223,8 @@ _METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
 _LABEL_MATCHER = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
 
 
-@_spec_type
-class Slo(SpecType):
+@record(kw_only=True)
+class Slo:
     """A service's availability (and optional latency) objective, and the metrics it is measured on."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -296,8 +240,8 @@ class Slo(SpecType):
     default `http_request_duration_seconds`"""
 
 
-@_spec_type
-class Service(SpecType):
+@record(kw_only=True)
+class Service:
     """A service: an image (or a native command), its ports, environment, resources and replicas."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -321,8 +265,8 @@ class Service(SpecType):
     restart: Restart = "on-failure"
 
 
-@_spec_type
-class Defaults(SpecType):
+@record(kw_only=True)
+class Defaults:
     """Anything a service may set; merged under every service (and the model-relevant keys under models)."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -348,8 +292,8 @@ Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
 
 
-@_spec_type
-class LlmModel(SpecType):
+@record(kw_only=True)
+class LlmModel:
     """A model served by vLLM's OpenAI-compatible server."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -377,8 +321,8 @@ class LlmModel(SpecType):
     restart: Restart = "on-failure"
 
 
-@_spec_type
-class Monitoring(SpecType):
+@record(kw_only=True)
+class Monitoring:
     """Scrape interval, generated alerts and dashboards, and extra rule groups."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -391,8 +335,8 @@ class Monitoring(SpecType):
     """alerts link <runbooks><alert name>"""
 
 
-@_spec_type
-class SystemdTarget(SpecType):
+@record(kw_only=True)
+class SystemdTarget:
     """systemd units on hosts, run by docker, podman or natively."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -400,8 +344,8 @@ class SystemdTarget(SpecType):
     runtime: Literal["docker", "podman", "native"] = "docker"
 
 
-@_spec_type
-class ComposeTarget(SpecType):
+@record(kw_only=True)
+class ComposeTarget:
     """One Docker Compose file."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -409,8 +353,8 @@ class ComposeTarget(SpecType):
     """the host whose GPU budget the compose stack uses"""
 
 
-@_spec_type
-class KubernetesTarget(SpecType):
+@record(kw_only=True)
+class KubernetesTarget:
     """Kubernetes manifests."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -421,8 +365,8 @@ class KubernetesTarget(SpecType):
     """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
 
 
-@_spec_type
-class Targets(SpecType):
+@record(kw_only=True)
+class Targets:
     """Where the stack compiles to; a target that is absent is not compiled."""
 
     __pydantic_config__ = _PYDANTIC_CONFIG
@@ -439,8 +383,8 @@ def _file_key(name: str) -> str:
 _STACK_CONFIG: dict[str, Any] = {**_PYDANTIC_CONFIG, "alias_generator": _file_key, "validate_by_name": True}
 
 
-@_spec_type
-class Stack(SpecType):
+@record(kw_only=True)
+class Stack:
     """A stack: services, vLLM model servers, hosts and their GPU budgets, and where it compiles to."""
 
     __pydantic_config__ = _STACK_CONFIG

@@ -50,7 +50,7 @@ when run by `docker compose up` as well as by `hxpc apply`:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from hxpc.compiler import probes, yamlout
@@ -58,6 +58,7 @@ from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
+from hxpc.records import record
 
 FILE = "compose.yaml"
 HASH_LABEL = "hxpc.dev/hash"
@@ -124,7 +125,7 @@ def _owner_labels(meta: Meta) -> dict[str, str]:
     return {**meta.owner_labels, TARGET_LABEL: "compose"}
 
 
-@dataclass
+@record(frozen=False)
 class _Plan:
     """Which Compose services exist: (name, workload, its replicas, split?) and each workload's services."""
 

@@ -66,7 +66,6 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from hxpc.compiler import yamlout
@@ -75,6 +74,7 @@ from hxpc.compiler.model import Probe, ResolvedStack, Workload
 from hxpc.compiler.spec import KubernetesTarget
 from hxpc.compiler.units import format_cpu, format_size
 from hxpc.diagnostics import Diagnostic
+from hxpc.records import record
 
 Obj = dict[str, Any]
 
@@ -96,7 +96,7 @@ _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-
 _EXTENDED_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
-@dataclass
+@record(frozen=False)
 class _Ctx:
     stack: ResolvedStack
     meta: Meta

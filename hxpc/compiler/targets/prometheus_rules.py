@@ -11,7 +11,7 @@ records a `prometheus_ruletests.Case`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from hxpc.compiler.model import ResolvedStack, Workload
@@ -41,6 +41,7 @@ from hxpc.compiler.targets.prometheus_series import (
     scraped,
     sel,
 )
+from hxpc.records import record
 
 # The SRE workbook's multi-window, multi-burn-rate alerts: (burn factor, long window, short window).
 FAST_BURN = ((14.4, "1h", "5m"), (6.0, "6h", "30m"))
@@ -60,7 +61,7 @@ def slo_error_budget(slo: Slo) -> float:
     return round(1 - slo.availability / 100, 10)
 
 
-@dataclass
+@record(frozen=False)
 class _Group:
     name: str
     rules: list[dict[str, Any]] = field(default_factory=list)
@@ -228,10 +229,10 @@ class _RuleBuilder:
         env, where = self.stack.env, self.where(w)
         for dsel in selectors:
             d = matchers(dsel)
-            for record, expr in ((REC_GPU_UTIL, f"{vm.DCGM_GPU_UTIL}{d}"), (REC_GPU_TEMP, f"{vm.DCGM_GPU_TEMP}{d}"),
-                                 (REC_GPU_MEM, f"{vm.DCGM_FB_USED}{d} / ({vm.DCGM_FB_USED}{d} + {vm.DCGM_FB_FREE}{d})"),
-                                 (REC_GPU_XID, f"{vm.DCGM_XID_ERRORS}{d}")):
-                g.rules.append({"record": record, "expr": expr, "labels": dict(o)})
+            memory = f"{vm.DCGM_FB_USED}{d} / ({vm.DCGM_FB_USED}{d} + {vm.DCGM_FB_FREE}{d})"
+            for recorded, expr in ((REC_GPU_UTIL, f"{vm.DCGM_GPU_UTIL}{d}"), (REC_GPU_TEMP, f"{vm.DCGM_GPU_TEMP}{d}"),
+                                   (REC_GPU_MEM, memory), (REC_GPU_XID, f"{vm.DCGM_XID_ERRORS}{d}")):
+                g.rules.append({"record": recorded, "expr": expr, "labels": dict(o)})
         s = sel(o)
         per = "project, env, model, instance, gpu"
         # synthetic DCGM series for the first selector

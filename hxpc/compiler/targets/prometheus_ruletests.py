@@ -10,10 +10,10 @@ alert name.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from hxpc.compiler.targets.prometheus_series import num, sel
+from hxpc.records import record
 
 _MATCHER = re.compile(r'^([a-zA-Z_][a-zA-Z0-9_]*)(=|!=|=~|!~)"((?:[^"\\]|\\.)*)"$')
 _TEMPLATE_LABEL = re.compile(r"\{\{ \$labels\.([a-zA-Z_]+) \}\}")
@@ -22,7 +22,7 @@ _CANDIDATES = ("500", "5xx", "abort", "error", "failure", "true", "200", "2xx", 
                "/v1/chat/completions")
 
 
-@dataclass
+@record(frozen=False)
 class Case:
     """A promtool test for one alert: series that make it fire, and series that keep it silent."""
 

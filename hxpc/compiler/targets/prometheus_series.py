@@ -11,13 +11,12 @@ target's dashboards read them; the rules that record them are in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from hxpc.compiler.model import Placement, ResolvedStack, Workload
 from hxpc.compiler.spec import Monitoring
+from hxpc.records import record
 
 
-@dataclass(frozen=True)
+@record
 class Platform:
     """Where the workloads run, as far as scraping and GPU selectors care."""
 

@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass
 from typing import Any
 
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
@@ -68,6 +67,7 @@ from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.targets.templates import template
 from hxpc.compiler.units import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
+from hxpc.records import record
 
 TARGET = "systemd"
 HASH_MARK = "X-Hxpc-Hash=@HXPC-HASH@"
@@ -87,7 +87,7 @@ _BARE_PROGRAM = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.+-]*$")
 # --- quoting: systemd's rules for command lines, Environment= and paths ---------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Var:
     """A reference to a unit environment variable, left for systemd to expand (`${NAME}`)."""
 

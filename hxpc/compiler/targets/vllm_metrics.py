@@ -24,8 +24,9 @@ scrape job exposes, so tests can check that dashboards query nothing unscraped.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
+
+from hxpc.records import record
 
 Version = tuple[int, ...]
 
@@ -49,7 +50,7 @@ PROCESS_METRICS = frozenset({"process_start_time_seconds", "process_cpu_seconds_
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 
 
-@dataclass(frozen=True)
+@record
 class VllmMetrics:
     """The names one vLLM version exposes, and how that version counts failed requests."""
 

@@ -178,7 +178,7 @@ def _dataclass(cls: type[Any]) -> Validate:
             given[known[0]] = known[1](item)
         if not required <= given.keys():
             _give_up()
-        # the dataclass's own __init__ fills the defaults and runs __post_init__, as pydantic does
+        # the class's __init__ fills in the defaults and runs __post_init__, as pydantic does
         return cls(**given)
 
     return check

@@ -10,8 +10,15 @@ definition, two readers: that is what keeps the two validators in step.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
+
+
+def file_keys(cls: type[Any]) -> dict[str, str]:
+    """Each field's key in the file -> its attribute name, by the class's `alias_generator` as pydantic reads it."""
+    key_of = getattr(cls, "__pydantic_config__", {}).get("alias_generator") or (lambda name: name)
+    return {key_of(f.name): f.name for f in dataclasses.fields(cls) if f.init}
 
 
 def reject(kind: str, template: str, context: Mapping[str, Any] | None = None) -> NoReturn:

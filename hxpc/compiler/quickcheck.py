@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Hashable
 from typing import Any, cast
 
-from hxpc.compiler.fieldrules import Bounds, Check
+from hxpc.compiler.fieldrules import Bounds, Check, file_keys
 
 Validate = Callable[[Any], Any]
 
@@ -155,15 +155,14 @@ def _checked(inner: Validate, rule: Check) -> Validate:
 
 def _dataclass(cls: type[Any]) -> Validate:
     hints = typing.get_type_hints(cls, include_extras=True)
-    config = getattr(cls, "__pydantic_config__", {})
-    alias_of = config.get("alias_generator") or (lambda name: name)
+    by_name = getattr(cls, "__pydantic_config__", {}).get("validate_by_name", False)
     fields = [f for f in dataclasses.fields(cls) if f.init]
     fields_by_key: dict[str, tuple[str, Validate]] = {}
-    for f in fields:
-        validate = _validator(hints[f.name])
-        fields_by_key[alias_of(f.name)] = (f.name, validate)
-        if config.get("validate_by_name"):
-            fields_by_key[f.name] = (f.name, validate)
+    for key, name in file_keys(cls).items():
+        validate = _validator(hints[name])
+        fields_by_key[key] = (name, validate)
+        if by_name:
+            fields_by_key[name] = (name, validate)
     required = frozenset(f.name for f in fields
                          if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
 

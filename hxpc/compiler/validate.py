@@ -17,6 +17,7 @@ import typing
 from typing import TYPE_CHECKING, Any
 
 from hxpc.compiler.checks import semantic_checks
+from hxpc.compiler.fieldrules import file_keys
 from hxpc.compiler.load import Path
 from hxpc.compiler.merge import Merged
 from hxpc.compiler.quickcheck import quick_validate
@@ -64,19 +65,13 @@ def _is_spec_class(annotation: Any) -> bool:
     return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
-def _field_names(cls: type[Any]) -> dict[str, str]:
-    """Each field's key in the file -> its attribute name."""
-    key_of = getattr(cls, "__pydantic_config__", {}).get("alias_generator") or (lambda name: name)
-    return {key_of(f.name): f.name for f in dataclasses.fields(cls)}
-
-
 def _model_at(path: Path) -> type[Any] | None:
     """The spec class that validates the mapping at `path`, if any."""
     current: Any = Stack
     for part in path:
         current = _unwrap(current)
         if _is_spec_class(current):
-            name = _field_names(current).get(str(part), part)
+            name = file_keys(current).get(str(part), part)
             current = typing.get_type_hints(current, include_extras=True).get(str(name))
             if current is None:
                 return None
@@ -102,7 +97,7 @@ def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
     if kind in _UNKNOWN:
         name = str(path[-1])
         model = _model_at(path[:-1])
-        fields = list(_field_names(model)) if model else []
+        fields = list(file_keys(model)) if model else []
         close = difflib.get_close_matches(name, fields, n=1, cutoff=0.6)
         hint = f"did you mean `{close[0]}`?" if close else (
             f"allowed here: {', '.join(f'`{f}`' for f in fields)}" if fields else None)

@@ -15,6 +15,7 @@ PKGS=(
   openssh-client  # ssh transport
   iproute2
   git
+  curl wget       # the health-check probes' http branches are tested with each tool
 )
 
 missing=()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -17,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tool
 
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
@@ -345,11 +344,7 @@ def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 
 def check_with_promtool(path: Path) -> None:
-    if shutil.which("promtool") is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is missing in CI (.ci/run installs Debian's prometheus)")
-        return
-    done = subprocess.run(["promtool", "check", "metrics"], input=path.read_bytes(), capture_output=True)
+    done = subprocess.run([require_tool("promtool"), "check", "metrics"], input=path.read_bytes(), capture_output=True)
     assert done.returncode == 0, done.stderr.decode() + done.stdout.decode()
 
 

@@ -4,13 +4,13 @@ file scripts are checked against a minimal POSIX userland), and ssh's command li
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import require, require_tool
 
 from hxpc.engine.backend import TransientError
 from hxpc.engine.transport import (
@@ -25,14 +25,6 @@ from hxpc.engine.transport import (
 
 BUSYBOX = "hxpc-test/busybox:1"
 SECRET = "p4ss w0rd with 'quotes' and $dollars"
-
-
-def need(what: str, ok: bool) -> None:
-    if not ok:
-        message = f"{what} (.ci/run provides it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 class Recorder(Transport):
@@ -93,7 +85,7 @@ def test_ssh_command_line_is_batch_mode_and_multiplexed() -> None:
 
 
 def test_ssh_that_cannot_connect_is_transient_and_names_the_host() -> None:
-    need("the ssh client is not installed", shutil.which("ssh") is not None)
+    require_tool("ssh")
     t = SshTransport("nobody@127.0.0.1:1")
     try:
         with pytest.raises(TransientError, match=r"ssh://nobody@127.0.0.1:1: cannot reach the host: .*refused"):
@@ -103,7 +95,7 @@ def test_ssh_that_cannot_connect_is_transient_and_names_the_host() -> None:
 
 
 def test_local_transport_runs_writes_atomically_and_reads(tmp_path: Path) -> None:
-    need("the local transport writes as root (or with sudo -n)", os.geteuid() == 0)
+    require("the local transport writes as root (or with sudo -n)", os.geteuid() == 0)
     t = Recorder(LocalTransport())
     result = t.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
     assert (result.rc, result.out, result.err) == (3, "out\n", "err")
@@ -120,16 +112,16 @@ def test_local_transport_runs_writes_atomically_and_reads(tmp_path: Path) -> Non
 
 
 def test_local_timeout_is_transient() -> None:
-    need("the local transport runs as root (or with sudo -n)", os.geteuid() == 0)
+    require("the local transport runs as root (or with sudo -n)", os.geteuid() == 0)
     with pytest.raises(TransientError, match=r"timed out after 0\.2s"):
         LocalTransport().run(["sleep", "5"], timeout=0.2)
 
 
 @pytest.fixture(scope="module")
 def busybox_container() -> Iterator[str]:
-    need("docker is not installed", shutil.which("docker") is not None)
+    require_tool("docker")
     have = subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True).returncode == 0
-    need(f"the test image {BUSYBOX} is missing (.ci/build-test-images.sh builds it)", have)
+    require(f"the test image {BUSYBOX} is missing (.ci/build-test-images.sh builds it)", have)
     name = f"hxpc-transport-{uuid.uuid4().hex[:8]}"
     subprocess.run(["docker", "run", "-d", "--name", name, BUSYBOX], check=True, capture_output=True)
     try:
@@ -154,6 +146,6 @@ def test_docker_exec_transport_against_a_busybox_container(busybox_container: st
 
 
 def test_docker_exec_to_a_missing_container_is_unreachable() -> None:
-    need("docker is not installed", shutil.which("docker") is not None)
+    require_tool("docker")
     with pytest.raises(TransientError, match=r"docker://hxpc-no-such-box: cannot reach the host: .*No such container"):
         DockerExecTransport("hxpc-no-such-box").run(["true"])

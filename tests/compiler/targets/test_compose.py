@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import require_tool
+from conftest import require, require_tool
 from ruamel.yaml import YAML
 
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
@@ -456,14 +455,10 @@ def test_a_thousand_services_compile_quickly(tmp_path: Path) -> None:
 
 
 def test_docker_compose_accepts_the_file(full: tuple[ResolvedStack, str, dict[str, Any]], tmp_path: Path) -> None:
-    docker = shutil.which("docker") or "/usr/local/bin/docker"
-    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False) \
-        if Path(docker).exists() else None
-    if probe is None or probe.returncode != 0:
-        message = "`docker compose` (the v2 plugin) is not installed (.ci/install-compose.sh builds it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    docker = require_tool("docker")
+    probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True, check=False)
+    require("`docker compose` (the v2 plugin) is not installed (.ci/install-compose.sh builds it)",
+            probe.returncode == 0)
     _, text, _ = full
     path = tmp_path / "compose.yaml"
     path.write_text(text)

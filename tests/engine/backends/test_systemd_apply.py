@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require, require_tool
 
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import spec_hash
@@ -49,13 +48,6 @@ TEST_DROPIN = "[Service]\n# test containers only: see tests/engine/backends/test
               "ProtectProc=default\n"
 
 
-def need(what: str, ok: bool) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} (.ci/run provides it)")
-        pytest.skip(what)
-
-
 def docker(*args: str, check: bool = True, input: bytes | None = None) -> str:
     done = subprocess.run(["docker", *args], capture_output=True, input=input, check=False)
     if check and done.returncode != 0:
@@ -75,8 +67,8 @@ class Hosts:
 
 @pytest.fixture(scope="session")
 def hosts() -> Iterator[Hosts]:
-    need("docker is not installed", shutil.which("docker") is not None)
-    need(f"the image {IMAGE} is missing (.ci/build-test-images.sh builds it)",
+    require_tool("docker")
+    require(f"the image {IMAGE} is missing (.ci/build-test-images.sh builds it)",
          subprocess.run(["docker", "image", "inspect", IMAGE], capture_output=True).returncode == 0)
     names = [f"hxpc-sdt-{uuid.uuid4().hex[:6]}-{i}" for i in (1, 2)]
     try:
@@ -331,7 +323,8 @@ def test_a_unit_without_hxpc_keys_is_never_touched(tmp_path: Path, hosts: Hosts)
 
 
 def test_ssh_transport_against_the_containers_sshd(tmp_path: Path, hosts: Hosts) -> None:
-    need("ssh and ssh-keygen are not installed", bool(shutil.which("ssh") and shutil.which("ssh-keygen")))
+    require_tool("ssh")
+    require_tool("ssh-keygen")
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     docker("exec", "-i", hosts.h1, "sh", "-c", "mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && "

@@ -12,11 +12,11 @@ import difflib
 import graphlib
 from collections.abc import Iterable, Iterator
 
-from hxpc.compiler.load import Path
+from hxpc.compiler.load import KeyPath
 from hxpc.compiler.merge import Merged
 from hxpc.compiler.model import Placement, Workload, bytes_per_param, place, placements_of, workloads_of
+from hxpc.compiler.quantities import format_size
 from hxpc.compiler.spec import Stack
-from hxpc.compiler.units import format_size
 from hxpc.diagnostics import Diagnostic
 
 ENGINE_HOST = "the Docker Engine"
@@ -44,8 +44,8 @@ class _Checker:
         self.workloads = workloads_of(stack)
         self.found: list[Diagnostic] = []
 
-    def error(self, code: str, message: str, path: Path, *, key: bool = False, hint: str | None = None,
-              notes: tuple[tuple[Path, str], ...] = ()) -> None:
+    def error(self, code: str, message: str, path: KeyPath, *, key: bool = False, hint: str | None = None,
+              notes: tuple[tuple[KeyPath, str], ...] = ()) -> None:
         note_spans = tuple((s, m) for p, m in notes if (s := self.merged.span(p)) is not None)
         self.found.append(Diagnostic(code, message, self.merged.span(path, key=key), hint=hint, notes=note_spans))
 
@@ -93,8 +93,8 @@ class _Checker:
 
     def port_refs(self, name: str) -> None:
         svc = self.stack.services[name]
-        base: Path = ("services", name)
-        refs: list[tuple[str, Path]] = []
+        base: KeyPath = ("services", name)
+        refs: list[tuple[str, KeyPath]] = []
         if svc.health and svc.health.http:
             refs.append((svc.health.http.port, (*base, "health", "http", "port")))
         if svc.health and svc.health.tcp:
@@ -165,7 +165,7 @@ class _Checker:
             self.error("HX303", f"compose target host `{t.compose.host}` is not declared under `hosts`",
                        ("targets", "compose", "host"), hint=suggest(t.compose.host, self.stack.hosts))
 
-    def _gpu_path(self, w: Workload) -> Path:
+    def _gpu_path(self, w: Workload) -> KeyPath:
         if w.kind == "model":
             return ("models", w.name, "tensor_parallel")
         return ("services", w.name, "resources", "gpus")
@@ -182,7 +182,7 @@ class _Checker:
             total = sum(needed.values())
             if total > available:
                 parts = ", ".join(f"{n} {self._gpu_formula(n, placement, host_name)}" for n in needed)
-                path: Path = ("hosts", host_name, "gpus", "count") if host.gpus else ("hosts", host_name)
+                path: KeyPath = ("hosts", host_name, "gpus", "count") if host.gpus else ("hosts", host_name)
                 takers = tuple((self._gpu_path(self.workloads[n]), f"`{n}` takes {k}") for n, k in needed.items())
                 self.error("HX306", f"host `{host_name}` has {available} GPU(s) but {total} are placed on it "
                                     f"({placement.target}): {parts}", path, key=host.gpus is None,
@@ -250,7 +250,7 @@ class _Checker:
                                notes=((self._port_path(ow, other_port), f"`{other}` uses it"),))
 
     @staticmethod
-    def _port_path(w: Workload, port_name: str) -> Path:
+    def _port_path(w: Workload, port_name: str) -> KeyPath:
         return ("models", w.name, "port") if w.kind == "model" else ("services", w.name, "ports", port_name)
 
 

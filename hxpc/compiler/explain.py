@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hxpc.compiler.load import Path
+from hxpc.compiler.load import KeyPath
 from hxpc.compiler.merge import Merged
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.spec import pydantic_adapter
@@ -18,7 +18,7 @@ from hxpc.errors import UsageError
 _MISSING = object()
 
 
-def parse_path(text: str) -> Path:
+def parse_path(text: str) -> KeyPath:
     parts: list[str | int] = []
     for part in text.replace("[", ".").replace("]", "").split("."):
         if part == "":
@@ -27,7 +27,7 @@ def parse_path(text: str) -> Path:
     return tuple(parts)
 
 
-def _lookup(data: Any, path: Path) -> Any:
+def _lookup(data: Any, path: KeyPath) -> Any:
     for part in path:
         in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
         if (isinstance(data, dict) and part in data) or in_list:

@@ -23,8 +23,8 @@ from ruamel.yaml.tag import Tag
 from hxpc.diagnostics import Diagnostic, Span
 from hxpc.records import record
 
-PathKey = str | int
-Path = tuple[PathKey, ...]
+KeyPart = str | int
+KeyPath = tuple[KeyPart, ...]
 
 _TAG = "tag:yaml.org,2002:"
 MAX_NODES = 1_000_000  # ~4x the largest spec benchmarked (5,000 services)
@@ -37,8 +37,8 @@ class Document:
     file: str
     text: str
     data: Any
-    values: dict[Path, Span]
-    keys: dict[Path, Span]
+    values: dict[KeyPath, Span]
+    keys: dict[KeyPath, Span]
 
 
 class LoadFailed(Exception):
@@ -147,12 +147,12 @@ def _span(node: Node, file: str) -> Span:
 class _Walker:
     def __init__(self, file: str):
         self.file = file
-        self.values: dict[Path, Span] = {}
-        self.keys: dict[Path, Span] = {}
+        self.values: dict[KeyPath, Span] = {}
+        self.keys: dict[KeyPath, Span] = {}
         self.diagnostics: list[Diagnostic] = []
         self.budget = MAX_NODES
 
-    def walk(self, node: Node, path: Path) -> Any:
+    def walk(self, node: Node, path: KeyPath) -> Any:
         self.budget -= 1
         if self.budget < 0:  # aliases expand in full: a "billion laughs" file must not hang us
             raise LoadFailed([Diagnostic(
@@ -166,7 +166,7 @@ class _Walker:
         assert isinstance(node, ScalarNode)
         return self._scalar(node, path)
 
-    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_span = _span(key_node, self.file)
@@ -195,7 +195,7 @@ class _Walker:
             out[key] = self.walk(value_node, child)
         return out
 
-    def _scalar(self, node: ScalarNode, path: Path) -> Any:
+    def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
         ctag, text = node.ctag, node.value
         if ctag is _STR_TAG or node.style in ("'", '"', "|", ">"):
             return text

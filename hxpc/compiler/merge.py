@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from hxpc.compiler.load import Document, Path
+from hxpc.compiler.load import Document, KeyPath
 from hxpc.diagnostics import Diagnostic, Span
 from hxpc.records import record
 
@@ -34,9 +34,9 @@ class Layer(NamedTuple):
 @record(frozen=False)
 class Merged:
     data: dict[str, Any]
-    provenance: dict[Path, list[Layer]]
+    provenance: dict[KeyPath, list[Layer]]
 
-    def span(self, path: Path, *, key: bool = False) -> Span | None:
+    def span(self, path: KeyPath, *, key: bool = False) -> Span | None:
         """The span of the layer that set `path` last (or of its key), else of the nearest parent."""
         for end in range(len(path), -1, -1):
             layers = self.provenance.get(path[:end])
@@ -55,7 +55,7 @@ class MergeFailed(Exception):
         super().__init__(diagnostics[0].message)
 
 
-def _subtree(value: Any, path: Path) -> Iterator[Path]:
+def _subtree(value: Any, path: KeyPath) -> Iterator[KeyPath]:
     yield path
     if isinstance(value, dict):
         for k, v in value.items():
@@ -91,7 +91,7 @@ def _copied(value: Any) -> Any:
 class _Merger:
     def __init__(self, base: Document):
         self.base = base
-        self.prov: dict[Path, list[Layer]] = {}
+        self.prov: dict[KeyPath, list[Layer]] = {}
         # The base document is shared by every environment's merge, so it is never
         # patched in place: each mapping on a patched path is copied first (copy on write).
         self.data: dict[str, Any] = {k: v for k, v in base.data.items() if k != "environments"}
@@ -99,10 +99,10 @@ class _Merger:
             if path[:1] != ("environments",):
                 self.prov[path] = [Layer("base", span, base.keys.get(path))]
 
-    def patch(self, patch: dict[str, Any], doc: Document, prefix: Path, source: str) -> None:
+    def patch(self, patch: dict[str, Any], doc: Document, prefix: KeyPath, source: str) -> None:
         self._patch(self.data, patch, (), doc, prefix, source)
 
-    def _record(self, value: Any, path: Path, doc: Document, src: Path, source: str, *, append: bool) -> None:
+    def _record(self, value: Any, path: KeyPath, doc: Document, src: KeyPath, source: str, *, append: bool) -> None:
         for sub in _subtree(value, path):
             rel = sub[len(path):]
             layer = Layer(source, doc.values[(*src, *rel)], doc.keys.get((*src, *rel)))
@@ -111,14 +111,14 @@ class _Merger:
             else:
                 self.prov[sub] = [layer]
 
-    def _drop(self, value: Any, path: Path, *, keep_root: bool) -> None:
+    def _drop(self, value: Any, path: KeyPath, *, keep_root: bool) -> None:
         for sub in _subtree(value, path):
             if keep_root and sub == path:
                 continue
             self.prov.pop(sub, None)
 
-    def _patch(self, target: dict[str, Any], patch: dict[str, Any], path: Path,
-               doc: Document, src: Path, source: str) -> None:
+    def _patch(self, target: dict[str, Any], patch: dict[str, Any], path: KeyPath,
+               doc: Document, src: KeyPath, source: str) -> None:
         for key, value in patch.items():
             here, src_here = (*path, key), (*src, key)
             if value is None:
@@ -152,8 +152,8 @@ class _Merger:
                     items[name] = item = dict(item)
                     self._under(item, defaults, (section, name), ("defaults",), keys)
 
-    def _under(self, target: dict[str, Any], defaults: dict[str, Any], path: Path,
-               dpath: Path, only: frozenset[str] | None) -> None:
+    def _under(self, target: dict[str, Any], defaults: dict[str, Any], path: KeyPath,
+               dpath: KeyPath, only: frozenset[str] | None) -> None:
         for key, dvalue in defaults.items():
             if only is not None and key not in only:
                 continue
@@ -205,7 +205,7 @@ def merge(base: Document, env: str | None, overlay: Document | None) -> Merged:
     envs = base.data.get("environments")
     if env is not None and isinstance(envs, dict) and env in envs:
         inline = envs[env]
-        src: Path = ("environments", env)
+        src: KeyPath = ("environments", env)
         if isinstance(inline, dict):
             merger.patch(inline, base, src, f"environments.{env}")
         elif inline is not None:

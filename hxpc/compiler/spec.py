@@ -19,7 +19,7 @@ import re
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from hxpc.compiler import units
+from hxpc.compiler import quantities
 from hxpc.compiler.fieldrules import Bounds, Check, reject
 from hxpc.records import record
 
@@ -37,7 +37,7 @@ def _unit(parser: Any, kind: str) -> Any:
     def parse(value: object) -> int:
         try:
             return int(parser(value))
-        except units.UnitError as exc:
+        except quantities.UnitError as exc:
             reject(kind, str(exc))
 
     return parse
@@ -76,14 +76,14 @@ ProjectName = Annotated[str, Check(_dns_label(40), json_schema={"type": "string"
                                                                 "maxLength": 40})]
 EnvVar = Annotated[str, Check(_env_var, json_schema={"type": "string", "pattern": _ENV_VAR.pattern})]
 EnvValue = Annotated[str, Check(_env_value, before=True, json_schema={"type": ["string", "number", "boolean"]})]
-Duration = Annotated[int, Check(_unit(units.parse_duration, "duration"), before=True,
+Duration = Annotated[int, Check(_unit(quantities.parse_duration, "duration"), before=True,
                                 json_schema={"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
                                              "examples": ["10s", "500ms", "2m"]})]
-Size = Annotated[int, Check(_unit(units.parse_size, "size"), before=True,
+Size = Annotated[int, Check(_unit(quantities.parse_size, "size"), before=True,
                             json_schema={"type": ["string", "integer"],
                                          "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|k)?$",
                                          "examples": ["512Mi", "80Gi", "1.5G"]})]
-Cpu = Annotated[int, Check(_unit(units.parse_cpu, "cpu"), before=True,
+Cpu = Annotated[int, Check(_unit(quantities.parse_cpu, "cpu"), before=True,
                            json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                                                   {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}],
                                         "examples": [0.5, 2, "500m"]})]

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from hxpc.compiler.checks import semantic_checks
 from hxpc.compiler.fieldrules import file_keys
-from hxpc.compiler.load import Path
+from hxpc.compiler.load import KeyPath
 from hxpc.compiler.merge import Merged
 from hxpc.compiler.quickcheck import quick_validate
 from hxpc.compiler.spec import Stack, pydantic_adapter
@@ -65,7 +65,7 @@ def _is_spec_class(annotation: Any) -> bool:
     return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
-def _model_at(path: Path) -> type[Any] | None:
+def _model_at(path: KeyPath) -> type[Any] | None:
     """The spec class that validates the mapping at `path`, if any."""
     current: Any = Stack
     for part in path:
@@ -83,14 +83,14 @@ def _model_at(path: Path) -> type[Any] | None:
     return current if _is_spec_class(current) else None
 
 
-def _where(path: Path) -> str:
+def _where(path: KeyPath) -> str:
     return ".".join(str(p) for p in path) or "the top level"
 
 
 def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
     loc = tuple(err["loc"])
     is_key = bool(loc) and loc[-1] == "[key]"
-    path: Path = tuple(p for p in loc if p != "[key]")
+    path: KeyPath = tuple(p for p in loc if p != "[key]")
     kind = err["type"]
     code = _CODE_BY_TYPE.get(kind, "HX208" if kind in _RANGE_TYPES else "HX202")
     hint: str | None = None

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hxpc.engine.objects import SENSITIVE, Change, ChangeOp, Path, format_path, redact
+from hxpc.engine.objects import SENSITIVE, Change, ChangeOp, FieldPath, format_path, redact
 
 _OPS: dict[str, ChangeOp] = {
     "values_changed": "change", "type_changes": "change",
@@ -25,18 +25,18 @@ _OPS: dict[str, ChangeOp] = {
 _MAX_VALUE = 48
 
 
-def _get(data: Any, path: Path) -> Any:
+def _get(data: Any, path: FieldPath) -> Any:
     for part in path:
         data = data[part]
     return data
 
 
-def _path_key(path: Path) -> tuple[tuple[int, str], ...]:
+def _path_key(path: FieldPath) -> tuple[tuple[int, str], ...]:
     return tuple((0, f"{p:012d}") if isinstance(p, int) else (1, p) for p in path)
 
 
 def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
-                secret_paths: Iterable[Path] = ()) -> tuple[Change, ...]:
+                secret_paths: Iterable[FieldPath] = ()) -> tuple[Change, ...]:
     """Changes that turn `old` (live) into `new` (desired); empty when they are equal."""
     if old == new:
         return ()
@@ -44,13 +44,13 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
 
     secrets = list(secret_paths)
     tree = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2)
-    found: dict[Path, Change] = {}
+    found: dict[FieldPath, Change] = {}
     for report, levels in tree.items():
         op = _OPS.get(report)
         if op is None:
             continue
         for level in levels:
-            path: Path = tuple(level.path(output_format="list"))
+            path: FieldPath = tuple(level.path(output_format="list"))
             cut = next((i for i, p in enumerate(path) if isinstance(p, int)), None)
             if cut is not None:  # inside a list: the list changed as a whole
                 path, op = path[:cut], "change"
@@ -67,7 +67,7 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
     return tuple(found[p] for p in sorted(found, key=_path_key))
 
 
-def creation_changes(new: Mapping[str, Any], secret_paths: Iterable[Path] = ()) -> tuple[Change, ...]:
+def creation_changes(new: Mapping[str, Any], secret_paths: Iterable[FieldPath] = ()) -> tuple[Change, ...]:
     """What a create sets: one `add` per top-level field."""
     secrets = list(secret_paths)
     return tuple(Change("add", (k,), None, redact(new[k], secrets, (k,))) for k in sorted(new))

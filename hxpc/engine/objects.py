@@ -24,7 +24,7 @@ from typing import Any, Literal
 SENSITIVE = "(sensitive)"
 
 PathPart = str | int
-Path = tuple[PathPart, ...]
+FieldPath = tuple[PathPart, ...]
 ChangeOp = Literal["add", "remove", "change"]
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -67,7 +67,7 @@ class DesiredObject:
     key: ObjectKey
     state: Mapping[str, Any]
     workload: str | None = None
-    secret_paths: frozenset[Path] = frozenset()
+    secret_paths: frozenset[FieldPath] = frozenset()
     replace_on: tuple[str, ...] = ()
     gate: Gate | None = None
     should_run: bool = True
@@ -85,7 +85,7 @@ class LiveObject:
     owned: bool = True
     workload: str | None = None
     depends_on: tuple[str, ...] = ()
-    secret_paths: frozenset[Path] = frozenset()
+    secret_paths: frozenset[FieldPath] = frozenset()
     version: str | None = None
     running: bool | None = None
     status: str = ""
@@ -104,7 +104,7 @@ class Change:
     """One field-level difference between live (`old`) and desired (`new`), already redacted."""
 
     op: ChangeOp
-    path: Path
+    path: FieldPath
     old: Any = None
     new: Any = None
 
@@ -123,7 +123,7 @@ class Change:
         return cls(op, tuple(data["path"]), data.get("old"), data.get("new"))
 
 
-def format_path(path: Path) -> str:
+def format_path(path: FieldPath) -> str:
     """`env.LOG_LEVEL`, `args[2]`, `labels["com.docker.compose.project"]`."""
     out = ""
     for i, part in enumerate(path):
@@ -136,11 +136,11 @@ def format_path(path: Path) -> str:
     return out or "(root)"
 
 
-def is_secret(path: Path, secret_paths: Iterable[Path]) -> bool:
+def is_secret(path: FieldPath, secret_paths: Iterable[FieldPath]) -> bool:
     return any(path[: len(s)] == s for s in secret_paths)
 
 
-def redact(value: Any, secret_paths: Iterable[Path], at: Path = ()) -> Any:
+def redact(value: Any, secret_paths: Iterable[FieldPath], at: FieldPath = ()) -> Any:
     """A copy of `value` (found at `at`) with every secret path inside it replaced by SENSITIVE."""
     secrets = [s for s in secret_paths]
     if not secrets:
@@ -156,7 +156,7 @@ def redact(value: Any, secret_paths: Iterable[Path], at: Path = ()) -> Any:
     return out
 
 
-def _replace(node: Any, rel: Path) -> None:
+def _replace(node: Any, rel: FieldPath) -> None:
     for part in rel[:-1]:
         try:
             node = node[part]

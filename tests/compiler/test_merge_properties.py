@@ -11,7 +11,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hxpc.compiler.load import Document, Path, load_document
+from hxpc.compiler.load import Document, KeyPath, load_document
 from hxpc.compiler.merge import Merged, merge
 from hxpc.compiler.yamlout import dump
 
@@ -57,7 +57,7 @@ def rfc7386(target: Any, patch: Any) -> Any:
     return patch
 
 
-def paths(value: Any, path: Path = ()) -> list[Path]:
+def paths(value: Any, path: KeyPath = ()) -> list[KeyPath]:
     out = [path]
     if isinstance(value, dict):
         for k, v in value.items():
@@ -151,7 +151,7 @@ def test_the_last_layer_is_the_one_whose_value_won(base: dict[str, Any], overlay
             assert merged_value(merged, path) == expected
 
 
-def merged_value(merged: Merged, path: Path) -> Any:
+def merged_value(merged: Merged, path: KeyPath) -> Any:
     value: Any = merged.data
     for key in path:
         value = value[key]

@@ -56,7 +56,7 @@ from typing import Any
 from hxpc.compiler import probes, yamlout
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
-from hxpc.compiler.units import cores, format_duration, format_size
+from hxpc.compiler.quantities import cores, format_duration, format_size
 from hxpc.diagnostics import Diagnostic
 from hxpc.records import record
 

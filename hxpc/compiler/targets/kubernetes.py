@@ -71,8 +71,8 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import Probe, ResolvedStack, Workload
+from hxpc.compiler.quantities import format_cpu, format_size
 from hxpc.compiler.spec import KubernetesTarget
-from hxpc.compiler.units import format_cpu, format_size
 from hxpc.diagnostics import Diagnostic
 from hxpc.records import record
 

@@ -1,4 +1,4 @@
-"""Units of the spec: durations, Kubernetes size quantities and cpu, parsed and formatted.
+"""Quantities of the spec: durations, Kubernetes size quantities and cpu, parsed and formatted.
 
 Parsed values are plain integers in the smallest unit (milliseconds, bytes,
 millicores) so that arithmetic and comparisons are exact; the `format_*`

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hxpc.compiler.units import (
+from hxpc.compiler.quantities import (
     UnitError,
     cores,
     format_cpu,

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from hxpc.errors import SpecError, UsageError
-from hxpc.main import guarded
+from hxpc.guard import INTERRUPTED, guarded
 
 app = typer.Typer(
     name="hxpc", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.exit_code)
         except typer.Abort:
             _err("hxpc: aborted\n")
-            return 130
+            return INTERRUPTED
         except typer.TyperException as exc:  # click's usage errors, vendored by typer
             show = getattr(exc, "show", None)
             if callable(show):

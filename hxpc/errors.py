@@ -1,14 +1,23 @@
-"""The exception tree of hxpc; every error a user can cause maps to one exit code.
+"""The exception tree of hxpc; every error a user can cause maps to one exit code (`exit_code`).
+
+Classes defined elsewhere carry their module in brackets; tests/test_errors.py
+compares this drawing with HxpcError's subclasses, so it cannot drift.
 
 ::
 
-    HxpcError                    base; carries the CLI exit code
-    ├── SpecError  (exit 3)      bad spec or command line; holds Diagnostics
-    ├── BackendError (exit 1)    a live system refused or failed (cause chained)
-    │   └── ApplyError (exit 1)  apply failed part-way (rolled back or reported)
-    ├── StalePlan (exit 4)       a saved plan no longer matches the live system
-    ├── LockHeld  (exit 4)       another apply holds the lock
-    └── Interrupted (exit 130)   SIGINT/SIGTERM during apply
+    HxpcError (exit 1)                  base; an unexpected failure of hxpc itself
+    ├── SpecError (exit 3)              bad spec; holds Diagnostics
+    ├── UsageError (exit 3)             bad command line or saved-plan file
+    ├── BackendError (exit 1)           a live system refused or failed (cause chained)
+    │   ├── TransientError (exit 1)     [hxpc.engine.backend] may pass on retry; retried with backoff
+    │   ├── NameClash (exit 1)          [hxpc.engine.plan] objects in the way that hxpc does not own
+    │   └── ApplyError (exit 1)         apply failed part-way (rolled back or reported)
+    │       └── ApplyFailed (exit 1)    [hxpc.engine.report] an action or gate failed; the wave rolled back
+    ├── StalePlan (exit 4)              a saved plan no longer matches the live system
+    ├── LockHeld (exit 4)               another apply holds the lock
+    │   └── LockHeldBy (exit 4)         [hxpc.engine.lock] with the holder and since when
+    └── Interrupted (exit 130)          SIGINT/SIGTERM
+        └── ApplyInterrupted (exit 130) [hxpc.engine.report] during apply, with what was applied so far
 """
 
 from __future__ import annotations

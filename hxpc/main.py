@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from hxpc.errors import HxpcError, SpecError
+from hxpc.guard import guarded
 
 _VALUE_OPTIONS = {"--env": "env", "-e": "env", "--target": "target", "-t": "target",
                   "--output": "output", "-o": "output"}
@@ -61,37 +60,6 @@ def plain_compile(argv: list[str]) -> CompileArgs | None:
     if spec is None:
         return None
     return CompileArgs(spec, lists["env"] or None, lists["target"] or None, Path(output), check)
-
-
-def report_error(exc: HxpcError) -> int:
-    if isinstance(exc, SpecError):
-        from hxpc.diagnostics import render_text
-
-        sys.stderr.write(render_text(exc.diagnostics, exc.texts))
-        n = len(exc.diagnostics)
-        sys.stderr.write(f"hxpc: {n} problem{'s' if n != 1 else ''} found; nothing was changed\n")
-    else:
-        sys.stderr.write(f"hxpc: {exc}\n")
-    return exc.exit_code
-
-
-def guarded(command: Callable[[], int]) -> int:
-    """Run `command`; turn hxpc's errors, an interrupt or a bug into CLI.md's exit codes."""
-    try:
-        return command()
-    except HxpcError as exc:
-        return report_error(exc)
-    except KeyboardInterrupt:
-        sys.stderr.write("hxpc: interrupted\n")
-        return 130
-    except BrokenPipeError:
-        return 0
-    except Exception as exc:
-        sys.stderr.write(f"hxpc: internal error: {type(exc).__name__}: {exc}\n"
-                         "hxpc: this is a bug in hxpc; rerun with HXPC_DEBUG=1 for the traceback\n")
-        if os.environ.get("HXPC_DEBUG"):
-            raise
-        return 1
 
 
 def run(argv: list[str]) -> int:

@@ -20,9 +20,8 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.model import ResolvedStack, Workload
-from hxpc.compiler.targets import prometheus_series as series
-from hxpc.compiler.targets import vllm_metrics as vm
-from hxpc.compiler.targets.prometheus import hashed
+from hxpc.compiler.targets.prometheus import hashed, series
+from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 
 DASHBOARDS_PATH = "/var/lib/grafana/dashboards"
 PROMETHEUS_URL = "http://prometheus:9090"

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hxpc.compiler.compile import compile_env
 from hxpc.compiler.pipeline import environments, resolve_env
 from hxpc.compiler.targets import grafana
-from hxpc.compiler.targets import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 from hxpc.sources import FileSources
 
 SPEC = REPO / "specs" / "hxp.yaml"

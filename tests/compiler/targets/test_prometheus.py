@@ -15,8 +15,8 @@ from conftest import REPO, require_tool
 
 from hxpc.compiler.compile import compile_env
 from hxpc.compiler.pipeline import environments, resolve_env
-from hxpc.compiler.targets import vllm_metrics as vm
-from hxpc.compiler.targets.prometheus_userrules import promql_problem
+from hxpc.compiler.targets.prometheus import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus.userrules import promql_problem
 from hxpc.errors import SpecError
 from hxpc.sources import FileSources
 

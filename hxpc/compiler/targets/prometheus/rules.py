@@ -6,7 +6,7 @@ and, where its GPUs are known, DCGM ones (XID errors, memory, temperature,
 idle while queued); a service with an `slo` gets the SRE workbook's
 multi-window, multi-burn-rate error-budget alerts and a p99 latency alert.
 Metric names come from `vllm_metrics`; for every alert the builder also
-records a `prometheus_ruletests.Case`.
+records a `ruletests.Case`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 
 from hxpc.compiler.model import ResolvedStack, Workload
 from hxpc.compiler.spec import Slo
-from hxpc.compiler.targets import vllm_metrics as vm
-from hxpc.compiler.targets.prometheus_ruletests import Case, example, histogram, render, satisfy
-from hxpc.compiler.targets.prometheus_series import (
+from hxpc.compiler.targets.prometheus import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus.ruletests import Case, example, histogram, render, satisfy
+from hxpc.compiler.targets.prometheus.series import (
     REC_GPU_MEM,
     REC_GPU_TEMP,
     REC_GPU_UTIL,

@@ -8,9 +8,9 @@ group per workload, then `monitoring.rules`), `rules.test.yaml` (a
 make it fire and series that keep it silent), and for kubernetes
 `servicemonitors.yaml` and `prometheusrule.yaml`. This module lays out the
 files and writes the scrape jobs and Kubernetes objects; the selectors and
-recorded names are in `prometheus_series`, the rules in `prometheus_rules`,
-their tests in `prometheus_ruletests`, and the check of `monitoring.rules` in
-`prometheus_userrules`.
+recorded names are in `series`, the rules in `rules`,
+their tests in `ruletests`, and the check of `monitoring.rules` in
+`userrules`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import ResolvedStack, Workload
-from hxpc.compiler.targets import vllm_metrics as vm
-from hxpc.compiler.targets.prometheus_rules import rule_groups
-from hxpc.compiler.targets.prometheus_ruletests import tests_file
-from hxpc.compiler.targets.prometheus_series import (
+from hxpc.compiler.targets.prometheus import vllm_metrics as vm
+from hxpc.compiler.targets.prometheus.rules import rule_groups
+from hxpc.compiler.targets.prometheus.ruletests import tests_file
+from hxpc.compiler.targets.prometheus.series import (
     Platform,
     dcgm_job,
     gpu_selectors,
@@ -35,7 +35,7 @@ from hxpc.compiler.targets.prometheus_series import (
     scrape_interval,
     scraped,
 )
-from hxpc.compiler.targets.prometheus_userrules import check_user_rules
+from hxpc.compiler.targets.prometheus.userrules import check_user_rules
 from hxpc.diagnostics import Diagnostic
 
 

@@ -6,7 +6,7 @@ dashboards work behind static targets and ServiceMonitors; only the GPU
 selectors differ (host and device index from the placement, or the pod for
 kubernetes). The recorded series' names are here too, because the `grafana`
 target's dashboards read them; the rules that record them are in
-`prometheus_rules`.
+`rules`.
 """
 
 from __future__ import annotations

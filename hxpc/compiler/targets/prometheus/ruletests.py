@@ -1,6 +1,6 @@
 """The `promtool test rules` file for the generated alerts: synthetic series that make each fire, and keep it silent.
 
-`prometheus_rules` records a `Case` for every alert it writes, using the
+`rules` records a `Case` for every alert it writes, using the
 helpers here to make series a label matcher selects (or does not), histogram
 buckets above or below a threshold, and the annotations promtool expects with
 their `$labels` filled in. `tests_file` batches the cases into two tests per
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hxpc.compiler.targets.prometheus_series import num, sel
+from hxpc.compiler.targets.prometheus.series import num, sel
 from hxpc.records import record
 
 _MATCHER = re.compile(r'^([a-zA-Z_][a-zA-Z0-9_]*)(=|!=|=~|!~)"((?:[^"\\]|\\.)*)"$')

@@ -166,3 +166,17 @@ def _excerpt(span: Span, texts: Mapping[str, str]) -> list[str]:
 
 def render_json(diagnostics: Iterable[Diagnostic]) -> str:
     return json.dumps({"diagnostics": [d.to_json() for d in diagnostics]}, indent=2) + "\n"
+
+
+def suggest(name: str, choices: Iterable[str]) -> str | None:
+    """A hint for a name that is not among `choices`: the closest one ("did you mean"), else the known ones."""
+    import difflib  # only when something was misnamed
+
+    pool = sorted(choices)
+    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if pool:
+        shown = ", ".join(f"`{c}`" for c in pool[:12])
+        return f"known: {shown}{', ...' if len(pool) > 12 else ''}"
+    return None

@@ -1,8 +1,8 @@
 """The compiler's output: a `Bundle` of artifact files, and what every artifact shares.
 
-A target module exposes `emit(stack, meta) -> dict[str, str]` (paths relative
-to `<env>/<target>/`). `Meta` carries what goes into every header and
-ownership label: project, environment, the spec's display name and the
+A target module (see the registry in `hxpc.compiler.targets`) exposes
+`emit(stack, meta) -> dict[str, str]` (paths relative to `<env>/<target>/`).
+`Meta` carries what goes into every header and ownership label: project, environment, the spec's display name and the
 content hash of the merged spec. `object_hash` gives the per-object hash
 (`X-Hxpc-Hash=`, `hxpc.dev/hash`) from an object's canonical JSON, so the hash
 changes exactly when the object's content does. Targets raise `TargetError`
@@ -12,7 +12,6 @@ changes exactly when the object's content does. Targets raise `TargetError`
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from dataclasses import field
 from typing import TYPE_CHECKING, Any
@@ -71,8 +70,9 @@ def seal(text: str) -> str:
 
 def emit_target(target: str, stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     """Run one target's emit (imported only now) and seal its files: what compile writes and apply compares."""
-    module = importlib.import_module(f"hxpc.compiler.targets.{target}")
-    files: dict[str, str] = module.emit(stack, meta)
+    from hxpc.compiler.targets import entry
+
+    files = entry(target).target().emit(stack, meta)
     return {path: seal(text) for path, text in files.items()}
 
 

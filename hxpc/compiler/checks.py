@@ -8,30 +8,18 @@ in the messages so that a reader can verify it by hand.
 
 from __future__ import annotations
 
-import difflib
 import graphlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
+from hxpc.compiler import targets
 from hxpc.compiler.load import KeyPath
 from hxpc.compiler.merge import Merged
-from hxpc.compiler.model import Placement, Workload, bytes_per_param, place, placements_of, workloads_of
+from hxpc.compiler.model import Placement, Workload, bytes_per_param, place, placements_of, placings, workloads_of
 from hxpc.compiler.quantities import format_size
 from hxpc.compiler.spec import Stack
-from hxpc.diagnostics import Diagnostic
+from hxpc.diagnostics import Diagnostic, suggest
 
-ENGINE_HOST = "the Docker Engine"
 MAX_PORT = 65535
-
-
-def suggest(name: str, choices: Iterable[str]) -> str | None:
-    pool = sorted(choices)
-    close = difflib.get_close_matches(name, pool, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`?"
-    if pool:
-        shown = ", ".join(f"`{c}`" for c in pool[:12])
-        return f"known: {shown}{', ...' if len(pool) > 12 else ''}"
-    return None
 
 
 def _section(w: Workload) -> str:
@@ -57,10 +45,9 @@ class _Checker:
         for placement in placements_of(self.stack, self.workloads).values():
             self.gpus(placement)
             self.ports(placement)
-        compose = self.stack.targets.compose
-        if compose is not None and compose.host is None:
-            # without a named host, every container still publishes its ports on the one Docker Engine
-            self.ports(place("compose", self.workloads.values(), lambda w: (ENGINE_HOST,)))
+        for name, placing in placings(self.stack).items():
+            if not placing.on_spec_hosts:  # e.g. one Docker Engine: no GPU budget, but its ports are shared
+                self.ports(place(name, self.workloads.values(), placing.hosts_of))
         return self.found
 
     def names(self) -> None:
@@ -129,41 +116,10 @@ class _Checker:
                        hint="remove one of these dependencies; apply needs an order to start them in")
 
     def targets(self) -> None:
-        t = self.stack.targets
-        for target in ("compose", "kubernetes"):
-            if getattr(t, target) is None:
-                continue
-            for name, svc in self.stack.services.items():
-                if svc.image is None:
-                    self.error("HX309", f"service `{name}` has no `image`, which the {target} target needs",
-                               ("services", name), key=True,
-                               hint="add `image:` or drop the target for this environment")
-        if t.systemd is not None:
-            for name, svc in self.stack.services.items():
-                if t.systemd.runtime == "native" and svc.exec is None:
-                    self.error("HX310", f"service `{name}` has no `exec`, which the native systemd runtime needs",
-                               ("services", name), key=True, hint="add `exec: [/path/to/binary, ...]`")
-                if t.systemd.runtime != "native" and svc.image is None:
-                    self.error("HX309", f"service `{name}` has no `image`, which the systemd {t.systemd.runtime} "
-                               "runtime needs", ("services", name), key=True)
-            for i, host in enumerate(t.systemd.hosts):
-                if host not in self.stack.hosts:
-                    self.error("HX303", f"systemd target host `{host}` is not declared under `hosts`",
-                               ("targets", "systemd", "hosts", i), hint=suggest(host, self.stack.hosts))
-            allowed = set(t.systemd.hosts)
-            for w in self.workloads.values():
-                if not w.hosts and w.replicas:
-                    self.error("HX313", f"{w.kind} `{w.name}` has no hosts to run on for the systemd target",
-                               (_section(w), w.name), key=True,
-                               hint="set its `hosts`, or list hosts in `targets.systemd.hosts`")
-                for i, host in enumerate(w.hosts):
-                    if host in self.stack.hosts and host not in allowed:
-                        self.error("HX311", f"`{w.name}` is placed on `{host}`, which is not in targets.systemd.hosts",
-                                   (_section(w), w.name, "hosts", i),
-                                   hint=f"add `{host}` to targets.systemd.hosts")
-        if t.compose is not None and t.compose.host is not None and t.compose.host not in self.stack.hosts:
-            self.error("HX303", f"compose target host `{t.compose.host}` is not declared under `hosts`",
-                       ("targets", "compose", "host"), hint=suggest(t.compose.host, self.stack.hosts))
+        """What each target the stack compiles to needs of it (an image, a runtime's command, its hosts)."""
+        for entry, config in targets.configured(self.stack):
+            for p in entry.deploy().check(config, self.stack, self.workloads):
+                self.error(p.code, p.message, p.path, key=p.key, hint=p.hint)
 
     def _gpu_path(self, w: Workload) -> KeyPath:
         if w.kind == "model":

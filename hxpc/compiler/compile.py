@@ -1,8 +1,9 @@
 """compile_spec: sources and an environment in, a Bundle of artifacts out.
 
-Which targets run: the spec's `targets` (systemd, compose, kubernetes) and,
-when `monitoring` is set, `prometheus` and `grafana`. Target modules are
-imported only when used, so compiling one target does not pay for the others.
+Which targets run: the deploying targets the spec's `targets` names and, when
+`monitoring` is set, the monitoring ones (the target registry in
+`hxpc.compiler.targets` says which is which). Every target's module is
+imported only when used.
 Every target's HX4xx problems are collected before failing.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from hxpc.compiler import targets
 from hxpc.compiler.bundle import Bundle, Meta, TargetError, canonical_json, emit_target
 from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.model import ResolvedStack
@@ -19,15 +21,9 @@ from hxpc.diagnostics import Diagnostic, unique_sorted
 from hxpc.errors import SpecError, UsageError
 from hxpc.sources import Sources
 
-ALL_TARGETS = ("systemd", "compose", "kubernetes", "prometheus", "grafana")
-
 
 def targets_of(stack: ResolvedStack) -> list[str]:
-    spec = stack.spec
-    chosen = [t for t in ("systemd", "compose", "kubernetes") if getattr(spec.targets, t) is not None]
-    if spec.monitoring is not None and chosen:
-        chosen += ["prometheus", "grafana"]
-    return chosen
+    return targets.compiled(stack.spec)
 
 
 def spec_hash(resolved: Resolved) -> str:
@@ -37,9 +33,9 @@ def spec_hash(resolved: Resolved) -> str:
 def compile_env(resolved: Resolved, spec_name: str, only: Iterable[str] = ()) -> Bundle:
     stack = resolved.stack
     wanted = list(only)
-    unknown = [t for t in wanted if t not in ALL_TARGETS]
+    unknown = [t for t in wanted if t not in targets.names()]
     if unknown:
-        raise UsageError(f"unknown target {', '.join(unknown)}; targets are {', '.join(ALL_TARGETS)}")
+        raise UsageError(f"unknown target {', '.join(unknown)}; targets are {', '.join(targets.names())}")
     chosen = [t for t in targets_of(stack) if not wanted or t in wanted]
     meta = Meta(stack.project, stack.env, spec_name, spec_hash(resolved))
     bundle = Bundle()

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import graphlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from hxpc.compiler.spec import Health, LlmModel, Service, Slo, Stack, Volume
+from hxpc.compiler import targets
 from hxpc.records import record
+
+if TYPE_CHECKING:
+    # types only: the targets' spec classes import this module while spec.py builds `targets:`
+    from hxpc.compiler.spec import Health, LlmModel, Service, Slo, Stack, Volume
 
 Kind = Literal["service", "model"]
 
@@ -103,10 +107,8 @@ class ResolvedStack:
 
     @property
     def primary_placement(self) -> Placement | None:
-        for target in ("systemd", "compose", "declared"):
-            if target in self.placements:
-                return self.placements[target]
-        return None
+        """The first target's placement in registry order, else the placement the spec's `hosts` declare."""
+        return next(iter(self.placements.values()), None)
 
 
 def bytes_per_param(model: LlmModel) -> float:
@@ -192,16 +194,26 @@ def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...]) -> Workload:
     )
 
 
+def placings(stack: Stack) -> dict[str, targets.Placing]:
+    """How each target the stack compiles to places replicas, in registry order (targets that place none left out)."""
+    out = {}
+    for entry, config in targets.configured(stack):
+        placing = entry.deploy().placement(config)
+        if placing is not None:
+            out[entry.name] = placing
+    return out
+
+
 def workloads_of(stack: Stack) -> dict[str, Workload]:
     """Models first, then services, each in spec order: the order GPUs are handed out in."""
-    default_hosts = tuple(stack.targets.systemd.hosts) if stack.targets.systemd else ()
+    default_hosts = next((p.default_hosts for p in placings(stack).values() if p.default_hosts), ())
     out = {name: _model(name, m, default_hosts) for name, m in stack.models.items()}
     for name, svc in stack.services.items():
         out.setdefault(name, _service(name, svc, default_hosts))
     return out
 
 
-def place(target: str, workloads: Iterable[Workload], hosts_of: Callable[[Workload], tuple[str, ...]]) -> Placement:
+def place(target: str, workloads: Iterable[Workload], hosts_of: targets.HostsOf) -> Placement:
     """Round-robin replicas over hosts; host port `port + i`; GPUs in order per host."""
     next_device: dict[str, int] = {}
     replicas: dict[str, tuple[Replica, ...]] = {}
@@ -221,12 +233,8 @@ def place(target: str, workloads: Iterable[Workload], hosts_of: Callable[[Worklo
 
 
 def placements_of(stack: Stack, workloads: dict[str, Workload]) -> dict[str, Placement]:
-    out: dict[str, Placement] = {}
-    if stack.targets.systemd is not None:
-        out["systemd"] = place("systemd", workloads.values(), lambda w: w.hosts)
-    compose_host = stack.targets.compose.host if stack.targets.compose else None
-    if compose_host is not None:
-        out["compose"] = place("compose", workloads.values(), lambda w: (compose_host,))
+    """Each target's placement on the spec's hosts; with none, where the workloads' own `hosts` put them."""
+    out = {name: place(name, workloads.values(), p.hosts_of) for name, p in placings(stack).items() if p.on_spec_hosts}
     if not out:
         out["declared"] = place("declared", workloads.values(), lambda w: w.hosts)
     return out

@@ -8,14 +8,13 @@ spec declares (inline or as overlay files).
 
 from __future__ import annotations
 
-from hxpc.compiler.checks import suggest
 from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.load import Document, LoadFailed, load_document
 from hxpc.compiler.merge import Merged, MergeFailed, environments_in, merge
 from hxpc.compiler.model import ResolvedStack, resolve
 from hxpc.compiler.spec import API_VERSION
 from hxpc.compiler.validate import validate
-from hxpc.diagnostics import Diagnostic, unique_sorted
+from hxpc.diagnostics import Diagnostic, suggest, unique_sorted
 from hxpc.errors import SpecError
 from hxpc.records import record
 from hxpc.sources import Sources

@@ -15,12 +15,24 @@ ports and volumes are DNS labels. Cross-field rules that need the whole stack
 # No `from __future__ import annotations` here: the field types are evaluated once, as the classes are
 # built, instead of as strings each time the validators read them (typing.get_type_hints).
 import functools
-import re
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from hxpc.compiler import quantities
-from hxpc.compiler.fieldrules import Bounds, Check, reject
+from hxpc.compiler.fieldrules import Bounds, reject
+from hxpc.compiler.fieldtypes import (
+    SPEC_CONFIG,
+    Command,
+    Count,
+    Cpu,
+    Duration,
+    EnvValue,
+    EnvVar,
+    Name,
+    Port,
+    ProjectName,
+    Restart,
+    Size,
+)
 from hxpc.records import record
 
 if TYPE_CHECKING:
@@ -29,81 +41,11 @@ if TYPE_CHECKING:
 API_VERSION = "hxpc/v1"
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.6.3"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _unit(parser: Any, kind: str) -> Any:
-    def parse(value: object) -> int:
-        try:
-            return int(parser(value))
-        except quantities.UnitError as exc:
-            reject(kind, str(exc))
-
-    return parse
-
-
-def _dns_label(max_len: int) -> Any:
-    def check(value: str) -> str:
-        if len(value) > max_len or not _DNS_LABEL.match(value):
-            reject("name", "`{value}` is not a valid name: use lowercase letters, digits and `-`, "
-                           "starting and ending with a letter or digit, at most {max_len} characters",
-                   {"value": value, "max_len": max_len})
-        return value
-
-    return check
-
-
-def _env_var(value: str) -> str:
-    if not _ENV_VAR.match(value):
-        reject("name", "`{value}` is not a valid environment variable name (letters, digits, `_`)",
-               {"value": value})
-    return value
-
-
-def _env_value(value: object) -> object:
-    # YAML turns `PORT: 8080` into an int; environment values are text either way
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
-
-
-Name = Annotated[str, Check(_dns_label(63), json_schema={"type": "string", "pattern": _DNS_LABEL.pattern,
-                                                         "maxLength": 63})]
-ProjectName = Annotated[str, Check(_dns_label(40), json_schema={"type": "string", "pattern": _DNS_LABEL.pattern,
-                                                                "maxLength": 40})]
-EnvVar = Annotated[str, Check(_env_var, json_schema={"type": "string", "pattern": _ENV_VAR.pattern})]
-EnvValue = Annotated[str, Check(_env_value, before=True, json_schema={"type": ["string", "number", "boolean"]})]
-Duration = Annotated[int, Check(_unit(quantities.parse_duration, "duration"), before=True,
-                                json_schema={"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
-                                             "examples": ["10s", "500ms", "2m"]})]
-Size = Annotated[int, Check(_unit(quantities.parse_size, "size"), before=True,
-                            json_schema={"type": ["string", "integer"],
-                                         "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|k)?$",
-                                         "examples": ["512Mi", "80Gi", "1.5G"]})]
-Cpu = Annotated[int, Check(_unit(quantities.parse_cpu, "cpu"), before=True,
-                           json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                                  {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}],
-                                        "examples": [0.5, 2, "500m"]})]
-Port = Annotated[int, Bounds(ge=1, le=65535)]
-Count = Annotated[int, Bounds(ge=0)]
-Restart = Literal["always", "on-failure", "never"]
-Command = Annotated[list[str], Bounds(min_length=1)]
-
-# pydantic reads this from every class (a plain dict: pydantic's ConfigDict is a TypedDict).
-# allow_inf_nan=False: `params_b: .inf` is a typo to report, not a number to compute a budget from.
-# Field docstrings are the JSON Schema's descriptions.
-_PYDANTIC_CONFIG: dict[str, Any] = {"extra": "forbid", "frozen": True, "allow_inf_nan": False,
-                                    "use_attribute_docstrings": True}
-
-
 @record(kw_only=True)
 class GpuBudget:
     """A host's GPUs: how many, which product, and the memory of each."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     count: Count
     """number of GPUs on the host"""
     model: str
@@ -116,7 +58,7 @@ class GpuBudget:
 class Host:
     """A machine that runs services and models, and how systemd apply reaches it."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     address: str | None = None
     """how systemd apply reaches the host: host or user@host[:port] (ssh), ssh://user@host:port, local,
     or docker://<container>; default: the host's name"""
@@ -130,7 +72,7 @@ class Host:
 class Secret:
     """A secret, by reference: where apply reads its value (never the value itself)."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     env: EnvVar | None = None
     """read at apply time from this environment variable"""
     file: str | None = None
@@ -147,7 +89,7 @@ class Secret:
 class Resources:
     """A service's cpu, memory and GPUs per replica."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
     gpus: Count = 0
@@ -158,7 +100,7 @@ class Resources:
 class ModelResources:
     """A model server's cpu and memory per replica (its GPUs follow from `tensor_parallel`)."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
 
@@ -167,7 +109,7 @@ class ModelResources:
 class HttpCheck:
     """Healthy when GET <path> on the named port answers with a status below 400."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     path: str = "/"
     port: Name
 
@@ -176,7 +118,7 @@ class HttpCheck:
 class TcpCheck:
     """Healthy when the named port accepts a connection."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     port: Name
 
 
@@ -184,7 +126,7 @@ class TcpCheck:
 class Health:
     """A health check: exactly one of `http`, `tcp` or `exec`, and its timing."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     http: HttpCheck | None = None
     tcp: TcpCheck | None = None
     exec: Command | None = None
@@ -204,7 +146,7 @@ class Health:
 class Metrics:
     """Where Prometheus scrapes a service."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     port: Name
     path: str = "/metrics"
 
@@ -213,7 +155,7 @@ class Metrics:
 class Volume:
     """Persistent storage mounted into a service."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     path: str
     """mount path inside the service"""
     size: Size | None = None
@@ -227,7 +169,7 @@ _LABEL_MATCHER = r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"([^"\\]|\\.)*"$'
 class Slo:
     """A service's availability (and optional latency) objective, and the metrics it is measured on."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     availability: Annotated[float, Bounds(gt=0, lt=100)]
     """target percentage of good requests, e.g. 99.9"""
     latency_p99: Duration | None = None
@@ -244,7 +186,7 @@ class Slo:
 class Service:
     """A service: an image (or a native command), its ports, environment, resources and replicas."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     image: str | None = None
     exec: Command | None = None
     """native command (systemd runtime native)"""
@@ -269,7 +211,7 @@ class Service:
 class Defaults:
     """Anything a service may set; merged under every service (and the model-relevant keys under models)."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     image: str | None = None
     exec: list[str] | None = None
     command: list[str] | None = None
@@ -296,7 +238,7 @@ Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
 class LlmModel:
     """A model served by vLLM's OpenAI-compatible server."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     source: str
     """hub id or absolute local path"""
     revision: str | None = None
@@ -325,7 +267,7 @@ class LlmModel:
 class Monitoring:
     """Scrape interval, generated alerts and dashboards, and extra rule groups."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
+    __pydantic_config__ = SPEC_CONFIG
     scrape_interval: Duration = 15_000
     alerts: bool = True
     dashboards: bool = True
@@ -335,44 +277,30 @@ class Monitoring:
     """alerts link <runbooks><alert name>"""
 
 
-@record(kw_only=True)
-class SystemdTarget:
-    """systemd units on hosts, run by docker, podman or natively."""
-
-    __pydantic_config__ = _PYDANTIC_CONFIG
-    hosts: list[Name] = field(default_factory=list)
-    runtime: Literal["docker", "podman", "native"] = "docker"
-
-
-@record(kw_only=True)
-class ComposeTarget:
-    """One Docker Compose file."""
-
-    __pydantic_config__ = _PYDANTIC_CONFIG
-    host: Name | None = None
-    """the host whose GPU budget the compose stack uses"""
-
-
-@record(kw_only=True)
-class KubernetesTarget:
-    """Kubernetes manifests."""
-
-    __pydantic_config__ = _PYDANTIC_CONFIG
-    namespace: Name | None = None
-    """default: <project>-<env>"""
-    gpu_resource: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] | None = None
-    """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
-
-
-@record(kw_only=True)
-class Targets:
+class TargetsBase:
     """Where the stack compiles to; a target that is absent is not compiled."""
 
-    __pydantic_config__ = _PYDANTIC_CONFIG
-    systemd: SystemdTarget | None = None
-    compose: ComposeTarget | None = None
-    kubernetes: KubernetesTarget | None = None
+    __pydantic_config__ = SPEC_CONFIG
+
+
+def _targets_class() -> type[TargetsBase]:
+    """`targets:`, one optional field per deploying target of the registry, typed by the target's `Config`.
+
+    Built from hxpc.compiler.targets.REGISTRY, so that adding a target needs no change here; pydantic,
+    quickcheck and the JSON Schema see an ordinary frozen dataclass named `Targets`.
+    """
+    from hxpc.compiler.targets import deploying
+
+    fields = {e.name: e.deploy().Config | None for e in deploying()}
+    namespace: dict[str, Any] = {"__annotations__": fields, "__module__": __name__, "__qualname__": "Targets",
+                                 "__doc__": TargetsBase.__doc__, **dict.fromkeys(fields)}
+    return record(kw_only=True)(type("Targets", (TargetsBase,), namespace))
+
+
+if TYPE_CHECKING:
+    Targets = TargetsBase
+else:
+    Targets = _targets_class()
 
 
 def _file_key(name: str) -> str:
@@ -380,7 +308,7 @@ def _file_key(name: str) -> str:
     return "apiVersion" if name == "api_version" else name
 
 
-_STACK_CONFIG: dict[str, Any] = {**_PYDANTIC_CONFIG, "alias_generator": _file_key, "validate_by_name": True}
+_STACK_CONFIG: dict[str, Any] = {**SPEC_CONFIG, "alias_generator": _file_key, "validate_by_name": True}
 
 
 @record(kw_only=True)

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hxpc.compiler.checks import suggest
 from hxpc.compiler.pipeline import resolve_env
-from hxpc.diagnostics import Diagnostic
+from hxpc.diagnostics import Diagnostic, suggest
 from hxpc.errors import SpecError
 from hxpc.sources import FileSources
 

@@ -151,7 +151,8 @@ def test_semantic_checks_run_only_on_a_schema_valid_stack() -> None:
 
 
 def test_model_at() -> None:
-    from hxpc.compiler.spec import Health, HttpCheck, LlmModel, Service, Stack, SystemdTarget
+    from hxpc.compiler.spec import Health, HttpCheck, LlmModel, Service, Stack
+    from hxpc.compiler.targets.systemd import SystemdTarget
 
     assert _model_at(()) is Stack
     assert _model_at(("services", "web")) is Service

@@ -49,16 +49,58 @@ when run by `docker compose up` as well as by `hxpc apply`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hxpc.compiler import probes, yamlout
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
+from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.quantities import cores, format_duration, format_size
-from hxpc.diagnostics import Diagnostic
+from hxpc.compiler.targets import Placing, Platform, Problem, missing_field
+from hxpc.diagnostics import Diagnostic, suggest
 from hxpc.records import record
+
+if TYPE_CHECKING:
+    from hxpc.compiler.spec import Stack
+
+TARGET = "compose"
+# where every container publishes its ports when no host is named: one Docker Engine
+ENGINE_HOST = "the Docker Engine"
+
+
+@record(kw_only=True)
+class ComposeTarget:
+    """One Docker Compose file."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    host: Name | None = None
+    """the host whose GPU budget the compose stack uses"""
+
+
+Config = ComposeTarget
+
+
+def placement(config: ComposeTarget) -> Placing:
+    """Every replica on the named host; with none named, on one Docker Engine whose ports they share."""
+    host = config.host
+    if host is None:
+        return Placing(lambda w: (ENGINE_HOST,), on_spec_hosts=False)
+    return Placing(lambda w: (host,))
+
+
+def check(config: ComposeTarget, stack: Stack, workloads: Mapping[str, Workload]) -> Iterator[Problem]:
+    yield from missing_field(stack, "image", "the compose target", "HX309",
+                             hint="add `image:` or drop the target for this environment")
+    if config.host is not None and config.host not in stack.hosts:
+        yield Problem("HX303", f"compose target host `{config.host}` is not declared under `hosts`",
+                      ("targets", TARGET, "host"), hint=suggest(config.host, stack.hosts))
+
+
+def platform(config: ComposeTarget, stack: ResolvedStack) -> Platform:
+    return Platform("hosts", TARGET, stack.placements.get(TARGET))
+
 
 FILE = "compose.yaml"
 HASH_LABEL = "hxpc.dev/hash"
@@ -80,7 +122,7 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
 def compose_document(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
     """The Compose document as data, `$` already escaped as `$$` the way Compose reads it."""
     plan = _plan(stack)
-    host_set = "compose" in stack.placements
+    host_set = TARGET in stack.placements
     services: dict[str, Any] = {}
     volumes: dict[str, Any] = {}
     used_secrets: set[str] = set()
@@ -134,16 +176,16 @@ class _Plan:
 
 
 def _plan(stack: ResolvedStack) -> _Plan:
-    placement = stack.placements.get("compose")
+    placed = stack.placements.get(TARGET)
     plan = _Plan()
     problems: list[Diagnostic] = []
     for w in stack.workloads.values():
         if not w.image:  # validation reports HX309 first; this guards callers that skip it
             problems.append(_limit(w, "image", f"{w.kind} `{w.name}` has no `image`, which the compose target needs"))
             continue
-        replicas = placement.replicas[w.name] if placement is not None else tuple(
+        replicas = placed.replicas[w.name] if placed is not None else tuple(
             Replica(i, None, {p: n + i for p, n in w.ports.items()}, ()) for i in range(w.replicas))
-        if placement is not None and w.gpus and w.replicas > 1:
+        if placed is not None and w.gpus and w.replicas > 1:
             names = [f"{w.name}-{r.index}" for r in replicas]
             plan.units.extend((n, w, (r,), True) for n, r in zip(names, replicas, strict=True))
         else:

@@ -87,7 +87,7 @@ def _dashboard(stack: ResolvedStack, meta: Meta, name: str, title: str,
 def has_gpu_series(stack: ResolvedStack, w: Workload) -> bool:
     """Whether some generated rules record this model's DCGM series (so GPU panels have data)."""
     return any(p is not None and series.gpu_selectors(stack, w, p)
-               for p in (series.rules_platform(stack), series.kube_platform(stack)))
+               for p in (series.rules_platform(stack), series.cluster_platform(stack)))
 
 
 def overview(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
@@ -210,7 +210,7 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
         "access": "proxy", "url": PROMETHEUS_URL, "isDefault": False, "editable": False,
         "jsonData": {"timeInterval": series.scrape_interval(mon)},
     }]})
-    kube = series.kube_platform(stack)
+    kube = series.cluster_platform(stack)
     if kube is not None:
         maps = [hashed({
             "apiVersion": "v1", "kind": "ConfigMap",

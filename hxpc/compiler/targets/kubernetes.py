@@ -65,20 +65,53 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
-from hxpc.compiler.model import Probe, ResolvedStack, Workload
+from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
 from hxpc.compiler.quantities import format_cpu, format_size
-from hxpc.compiler.spec import KubernetesTarget
+from hxpc.compiler.targets import Platform, Problem, config_of, missing_field
 from hxpc.diagnostics import Diagnostic
 from hxpc.records import record
+
+if TYPE_CHECKING:
+    from hxpc.compiler.model import Probe, ResolvedStack, Workload
+    from hxpc.compiler.spec import Stack
 
 Obj = dict[str, Any]
 
 TARGET = "kubernetes"
+
+
+@record(kw_only=True)
+class KubernetesTarget:
+    """Kubernetes manifests."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    namespace: Name | None = None
+    """default: <project>-<env>"""
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] | None = None
+    """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
+
+
+Config = KubernetesTarget
+
+
+def placement(config: KubernetesTarget) -> None:
+    """The scheduler places pods: nothing runs on the spec's hosts."""
+    return None
+
+
+def check(config: KubernetesTarget, stack: Stack, workloads: Mapping[str, Workload]) -> Iterator[Problem]:
+    yield from missing_field(stack, "image", "the kubernetes target", "HX309",
+                             hint="add `image:` or drop the target for this environment")
+
+
+def platform(config: KubernetesTarget, stack: ResolvedStack) -> Platform:
+    return Platform("cluster", TARGET, namespace=namespace_of(stack))
 HASH_ANNOTATION = "hxpc.dev/hash"
 RUN_AS = 65532  # the conventional "nonroot" UID/GID (distroless); any non-zero id would do
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -115,7 +148,7 @@ def _field(w: Workload, name: str) -> str:
 
 
 def namespace_of(stack: ResolvedStack) -> str:
-    target = stack.spec.targets.kubernetes
+    target = config_of(stack.spec, KubernetesTarget)
     return (target.namespace if target and target.namespace else None) or f"{stack.project}-{stack.env}"
 
 
@@ -130,7 +163,7 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
 
 
 def _objects_by_file(stack: ResolvedStack, meta: Meta) -> dict[str, list[Obj]]:
-    ctx = _Ctx(stack, meta, stack.spec.targets.kubernetes or KubernetesTarget(), namespace_of(stack),
+    ctx = _Ctx(stack, meta, config_of(stack.spec, KubernetesTarget) or KubernetesTarget(), namespace_of(stack),
                f"{stack.project}-{stack.env}", [])
     _check_target(ctx)
     files: dict[str, list[Obj]] = {"namespace.yaml": [_namespace(ctx)]}

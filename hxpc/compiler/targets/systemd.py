@@ -57,19 +57,77 @@ Decisions the spec leaves open:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
-from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
+from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
 from hxpc.compiler.quantities import cores, format_duration, format_size
-from hxpc.compiler.targets.templates import template
-from hxpc.diagnostics import Diagnostic
+from hxpc.compiler.targets import Placing, Platform, Problem, config_of, missing_field
+from hxpc.diagnostics import Diagnostic, suggest
 from hxpc.records import record
 
+if TYPE_CHECKING:
+    import jinja2
+
+    from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
+    from hxpc.compiler.spec import Stack
+
 TARGET = "systemd"
+
+
+@record(kw_only=True)
+class SystemdTarget:
+    """systemd units on hosts, run by docker, podman or natively."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    hosts: list[Name] = dataclasses.field(default_factory=list)
+    runtime: Literal["docker", "podman", "native"] = "docker"
+
+
+Config = SystemdTarget
+
+
+def placement(config: SystemdTarget) -> Placing:
+    """Replicas round-robin over their own `hosts`, or over `targets.systemd.hosts` when they name none."""
+    return Placing(lambda w: w.hosts, default_hosts=tuple(config.hosts))
+
+
+def check(config: SystemdTarget, stack: Stack, workloads: Mapping[str, Workload]) -> Iterator[Problem]:
+    if config.runtime == "native":
+        yield from missing_field(stack, "exec", "the native systemd runtime", "HX310",
+                                 hint="add `exec: [/path/to/binary, ...]`")
+    else:
+        yield from missing_field(stack, "image", f"the systemd {config.runtime} runtime", "HX309")
+    for i, host in enumerate(config.hosts):
+        if host not in stack.hosts:
+            yield Problem("HX303", f"systemd target host `{host}` is not declared under `hosts`",
+                          ("targets", TARGET, "hosts", i), hint=suggest(host, stack.hosts))
+    allowed = set(config.hosts)
+    for w in workloads.values():
+        section = "models" if w.kind == "model" else "services"
+        if not w.hosts and w.replicas:
+            yield Problem("HX313", f"{w.kind} `{w.name}` has no hosts to run on for the systemd target",
+                          (section, w.name), key=True, hint="set its `hosts`, or list hosts in `targets.systemd.hosts`")
+        for i, host in enumerate(w.hosts):
+            if host in stack.hosts and host not in allowed:
+                yield Problem("HX311", f"`{w.name}` is placed on `{host}`, which is not in targets.systemd.hosts",
+                              (section, w.name, "hosts", i), hint=f"add `{host}` to targets.systemd.hosts")
+
+
+def platform(config: SystemdTarget, stack: ResolvedStack) -> Platform:
+    return Platform("hosts", TARGET, stack.placements.get(TARGET))
+
+
+def template(name: str) -> jinja2.Template:
+    # Jinja is imported with the first unit rendered, not with the spec's classes that import this module
+    from hxpc.compiler.targets.templates import template as load
+
+    return load(TARGET, name)
 HASH_MARK = "X-Hxpc-Hash=@HXPC-HASH@"
 RESTART = {"always": "always", "on-failure": "on-failure", "never": "no"}
 RUNTIME_BIN = {"docker": "/usr/bin/docker", "podman": "/usr/bin/podman"}
@@ -229,15 +287,15 @@ def _collisions(stack: ResolvedStack, meta: Meta, runtime: str,
 
 def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     """`<host>/<unit>` and `<host>/<unit>@<i>.service.d/replica.conf` for every host that runs a replica."""
-    target = stack.spec.targets.systemd
-    placement = stack.placements.get("systemd")
-    if target is None or placement is None:
+    target = config_of(stack.spec, SystemdTarget)
+    placed = stack.placements.get(TARGET)
+    if target is None or placed is None:
         return {}
     problems = _problems(stack, target.runtime)
     if problems:
         raise TargetError(problems)
     by_host: dict[str, dict[str, list[Replica]]] = {}
-    for name, replicas in placement.replicas.items():
+    for name, replicas in placed.replicas.items():
         for r in replicas:
             if r.host is not None:  # validation (HX313) reports replicas without a host
                 by_host.setdefault(r.host, {}).setdefault(name, []).append(r)
@@ -246,7 +304,7 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
         raise TargetError(collisions)
     units_on = {host: {name: [unit_name(meta.project, stack.workloads[name], r.index) for r in reps]
                        for name, reps in names.items()} for host, names in by_host.items()}
-    hosts_of = {name: sorted({r.host for r in reps if r.host}) for name, reps in placement.replicas.items()}
+    hosts_of = {name: sorted({r.host for r in reps if r.host}) for name, reps in placed.replicas.items()}
     files: dict[str, str] = {}
     for host in sorted(by_host):
         for name, here in by_host[host].items():
@@ -279,10 +337,10 @@ class _Unit:
     def files(self, units_here: dict[str, list[str]], hosts_of: dict[str, list[str]]) -> dict[str, str]:
         w, base = self.w, unit_base(self.project, self.w)
         main = f"{base}@.service" if self.template else f"{base}.service"
-        out = {f"{self.host}/{main}": _finish(template("systemd", "unit.service.j2").render(
+        out = {f"{self.host}/{main}": _finish(template("unit.service.j2").render(
             self._context(units_here, hosts_of)))}
         if self.template:
-            dropin = template("systemd", "replica.conf.j2")
+            dropin = template("replica.conf.j2")
             for r in self.replicas:
                 text = dropin.render(header=self.meta.header(), project=self.project, env=self.meta.env,
                                      name=w.name, host=self.host, hash_mark=HASH_MARK, replica=self._replica(r))

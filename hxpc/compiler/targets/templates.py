@@ -25,7 +25,11 @@ from typing import Any
 
 import jinja2
 
-TARGETS_WITH_TEMPLATES = ("systemd",)
+
+def targets_with_templates() -> list[str]:
+    from hxpc.compiler.targets import REGISTRY
+
+    return [e.name for e in REGISTRY if e.templates]
 
 
 def template(target: str, name: str) -> jinja2.Template:
@@ -94,7 +98,7 @@ def precompiled_sources(target: str) -> dict[str, str]:
 
 def _write_precompiled() -> None:
     root = Path(__file__).resolve().parents[3] / "targets"
-    for target in TARGETS_WITH_TEMPLATES:
+    for target in targets_with_templates():
         directory = root / target / "compiled"
         directory.mkdir(exist_ok=True)
         wanted = precompiled_sources(target)

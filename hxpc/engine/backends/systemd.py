@@ -33,6 +33,8 @@ from typing import Any
 
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.model import ResolvedStack
+from hxpc.compiler.targets import config_of
+from hxpc.compiler.targets.systemd import SystemdTarget
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
 from hxpc.engine.backends.systemd_desired import (
     SECRET_OWNER,
@@ -142,7 +144,7 @@ class SystemdBackend:
                  transports: Mapping[str, Transport] | None = None):
         self.stack, self.meta = resolved, meta
         self.project, self.env = meta.project, meta.env
-        systemd = resolved.spec.targets.systemd
+        systemd = config_of(resolved.spec, SystemdTarget)
         self.hosts: list[str] = sorted(systemd.hosts) if systemd is not None else []
         self.ssh_config = ssh_config
         self._transports: dict[str, Transport] = dict(transports or {})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from hxpc.compiler import probes
 from hxpc.compiler.bundle import Meta, emit_target, object_hash
 from hxpc.compiler.model import ResolvedStack, Workload
+from hxpc.compiler.targets import config_of
 from hxpc.compiler.targets import systemd as target
 from hxpc.engine.backends.systemd_parse import SECRET_PATHS, TARGET, parse_unit
 from hxpc.engine.objects import DesiredObject, Gate, ObjectKey
@@ -94,7 +95,8 @@ def check_for(stack: ResolvedStack, meta: Meta, w: Workload, ports: Mapping[str,
         return Check("none")
     timeout = probes.timeout_s(probe.timeout_ms)
     if probe.kind == "exec":
-        runtime = stack.spec.targets.systemd.runtime if stack.spec.targets.systemd else "native"
+        config = config_of(stack.spec, target.SystemdTarget)
+        runtime = config.runtime if config else "native"
         if runtime != "native":  # the check runs where the spec means it: inside the container
             wrapper: tuple[str, ...] = (target.RUNTIME_BIN[runtime], "exec", target.container_name(meta, w, index))
         else:

@@ -20,16 +20,16 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import ResolvedStack, Workload
+from hxpc.compiler.targets import Platform
 from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 from hxpc.compiler.targets.prometheus.rules import rule_groups
 from hxpc.compiler.targets.prometheus.ruletests import tests_file
 from hxpc.compiler.targets.prometheus.series import (
-    Platform,
+    cluster_platform,
     dcgm_job,
     gpu_selectors,
     host_address,
     host_platform,
-    kube_platform,
     owner,
     rules_platform,
     scrape_interval,
@@ -155,7 +155,7 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     hosts = host_platform(stack)
     if hosts is not None:
         files["scrape_configs.yaml"] = header + yamlout.dump({"scrape_configs": scrape_configs(stack, hosts, interval)})
-    kube = kube_platform(stack)
+    kube = cluster_platform(stack)
     if kube is not None:
         ns = kube.namespace or ""
         # a file without objects would make `kubectl apply -f` fail with "no objects passed to apply"

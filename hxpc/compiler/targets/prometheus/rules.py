@@ -16,6 +16,7 @@ from typing import Any
 
 from hxpc.compiler.model import ResolvedStack, Workload
 from hxpc.compiler.spec import Slo
+from hxpc.compiler.targets import Platform
 from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 from hxpc.compiler.targets.prometheus.ruletests import Case, example, histogram, render, satisfy
 from hxpc.compiler.targets.prometheus.series import (
@@ -29,7 +30,6 @@ from hxpc.compiler.targets.prometheus.series import (
     REC_VLLM_GEN_TOKENS,
     REC_VLLM_PROMPT_TOKENS,
     REC_VLLM_REQUESTS,
-    Platform,
     gpu_selectors,
     host_address,
     matchers,
@@ -84,7 +84,7 @@ class _RuleBuilder:
 
     def where(self, w: Workload) -> str:
         """Where `w` runs, for alert descriptions."""
-        if self.platform.name == "kubernetes":
+        if self.platform.kind == "cluster":
             return f"namespace {self.platform.namespace}"
         placement = self.platform.placement
         if placement is None:
@@ -241,7 +241,7 @@ class _RuleBuilder:
                  else f"10.0.0.20:{vm.DCGM_PORT}")
         gpu = concrete.get("gpu", "0")
         # the DCGM scrape job adds project and env; the GPU operator's exporter (kubernetes) does not
-        pe = {} if self.platform.name == "kubernetes" else {"project": self.stack.project, "env": env}
+        pe = {} if self.platform.kind == "cluster" else {"project": self.stack.project, "env": env}
         ds = sel({**pe, **concrete, "instance": dinst, "gpu": gpu})
         labels = {**o, "instance": dinst, "gpu": gpu}
         mem_full = min(0.99, (w.model.gpu_memory_utilization if w.model else 0.9) + 0.05)

@@ -11,39 +11,34 @@ target's dashboards read them; the rules that record them are in
 
 from __future__ import annotations
 
-from hxpc.compiler.model import Placement, ResolvedStack, Workload
-from hxpc.compiler.spec import Monitoring
-from hxpc.records import record
+from typing import TYPE_CHECKING
+
+from hxpc.compiler import targets
+from hxpc.compiler.targets import Platform
+
+if TYPE_CHECKING:
+    from hxpc.compiler.model import ResolvedStack, Workload
+    from hxpc.compiler.spec import Monitoring
 
 
-@record
-class Platform:
-    """Where the workloads run, as far as scraping and GPU selectors care."""
-
-    name: str  # systemd | compose | kubernetes
-    placement: Placement | None = None  # replicas with hosts, ports and GPU devices
-    namespace: str | None = None
+def platforms(stack: ResolvedStack) -> list[Platform]:
+    """Where each target the stack compiles to runs its workloads, in registry order."""
+    return [e.deploy().platform(config, stack) for e, config in targets.configured(stack.spec)]
 
 
 def host_platform(stack: ResolvedStack) -> Platform | None:
-    targets = stack.spec.targets
-    if targets.systemd is not None:
-        return Platform("systemd", stack.placements.get("systemd"))
-    if targets.compose is not None:
-        return Platform("compose", stack.placements.get("compose"))
-    return None
+    """The first target that runs workloads on hosts (scraped as static targets)."""
+    return next((p for p in platforms(stack) if p.kind == "hosts"), None)
 
 
-def kube_platform(stack: ResolvedStack) -> Platform | None:
-    kube = stack.spec.targets.kubernetes
-    if kube is None:
-        return None
-    return Platform("kubernetes", namespace=kube.namespace or f"{stack.project}-{stack.env}")
+def cluster_platform(stack: ResolvedStack) -> Platform | None:
+    """The first target that runs workloads on a cluster (scraped through ServiceMonitors)."""
+    return next((p for p in platforms(stack) if p.kind == "cluster"), None)
 
 
 def rules_platform(stack: ResolvedStack) -> Platform | None:
-    """The platform `rules.yaml` (and its test) is written for: hosts first, else kubernetes."""
-    return host_platform(stack) or kube_platform(stack)
+    """The platform `rules.yaml` (and its test) is written for: hosts first, else the cluster."""
+    return host_platform(stack) or cluster_platform(stack)
 
 
 def host_address(stack: ResolvedStack, host: str) -> str:
@@ -83,7 +78,7 @@ def gpu_selectors(stack: ResolvedStack, w: Workload, platform: Platform) -> list
     """Label matchers (label -> `=value` or `=~regex`) for the DCGM series of the GPUs `w` uses."""
     if w.gpus == 0:
         return []
-    if platform.name == "kubernetes":
+    if platform.kind == "cluster":
         # Deployment pods are <name>-<hash>-<id>, StatefulSet pods <name>-<i>
         return [{"namespace": f"={platform.namespace}", "pod": f"=~{w.name}-[a-z0-9]+-[a-z0-9]+|{w.name}-[0-9]+"}]
     if platform.placement is None:

@@ -29,7 +29,7 @@ from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backends.docker import DockerBackend
+from hxpc.engine.backends.docker.backend import DockerBackend
 from hxpc.sources import FileSources
 
 IMAGE = "hxpc-test/busybox:1"

@@ -27,8 +27,8 @@ from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.compiler.targets.systemd import emit
 from hxpc.engine import plan_live
-from hxpc.engine.backends.systemd import SystemdBackend
-from hxpc.engine.transport import CommandResult, DockerExecTransport, Transport
+from hxpc.engine.backends.systemd.backend import SystemdBackend
+from hxpc.engine.backends.systemd.transport import CommandResult, DockerExecTransport, Transport
 from hxpc.sources import FileSources
 
 IMAGE = "hxpc-test/systemd:bookworm"

@@ -11,15 +11,23 @@ for the engine's imports. The process starts in main.py, which runs a plain
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from hxpc.errors import SpecError, UsageError
 from hxpc.guard import INTERRUPTED, guarded
+
+if TYPE_CHECKING:
+    from hxpc.compiler.pipeline import Resolved
+    from hxpc.engine.plan import Plan
+    from hxpc.engine.wiring import Wiring
 
 app = typer.Typer(
     name="hxpc", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -52,7 +60,7 @@ def _err(text: str) -> None:
     sys.stderr.write(text)
 
 
-def _resolve(spec: str, env: str) -> Any:
+def _resolve(spec: str, env: str) -> Resolved:
     from hxpc.compiler.pipeline import resolve_env
     from hxpc.sources import FileSources
 
@@ -124,8 +132,29 @@ def diff(spec: SpecArg, env: EnvOpt,
     return 2 if detailed_exitcode and text else 0
 
 
-SshConfigOpt = Annotated[str | None, typer.Option(
-    "--ssh-config", envvar="HXPC_SSH_CONFIG", help="ssh config file passed to ssh as -F (systemd hosts)")]
+BackendOptions = dict[str, Any]
+
+
+def with_backend_options(command: Callable[..., int]) -> Callable[..., int]:
+    """Offer every backend's own options (hxpc.engine.backends) on `command`, which receives them as one
+    `backend_options` mapping: typer reads the signature this gives the wrapper."""
+    from hxpc.engine.backends import declared_options
+
+    declared = declared_options()
+    signature = inspect.signature(command)
+    params = [p for p in signature.parameters.values() if p.name != "backend_options"]
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[str | None, typer.Option(spec.flag, envvar=spec.envvar,
+                                                                               help=spec.help)])
+               for name, spec in sorted(declared.items())]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        given = {name: kwargs.pop(name, None) for name in declared}
+        return command(*args, backend_options=given, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return wrapper
 
 
 class PlanFormat(enum.StrEnum):
@@ -134,32 +163,39 @@ class PlanFormat(enum.StrEnum):
     markdown = "markdown"
 
 
-def _wire(spec: str, env: str, target: list[str] | None, ssh_config: str | None) -> Any:
+def _wire(spec: str, env: str, target: list[str] | None, options: BackendOptions) -> Wiring:
+    """Resolve the environment once and build the backends of its targets."""
     from hxpc.engine.wiring import build_backends
     from hxpc.sources import stable_name
 
-    wiring = build_backends(_resolve(spec, env), stable_name(spec), target or [], ssh_config)
+    wiring = build_backends(_resolve(spec, env), stable_name(spec), target or [], options)
     for skipped in wiring.skipped:
         _err(f"hxpc: note: `{skipped}` is not planned: its apply backend is not implemented yet\n")
     return wiring
 
 
+def _plan_live(wiring: Wiring, spec: str) -> Plan:
+    from hxpc import engine
+
+    meta = wiring.meta
+    return engine.plan_live(wiring.backends, wiring.resolved.stack.waves, project=meta.project, env=meta.env,
+                            spec_hash=meta.spec_hash, spec_file=spec)
+
+
 @app.command()
+@with_backend_options
 def plan(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None,
          output: Annotated[Path | None, typer.Option("-o", "--output", help="save the plan for `hxpc apply PLAN`")]
          = None,
          fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
          detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 2 when there are changes")]
          = False,
-         ssh_config: SshConfigOpt = None) -> int:
+         backend_options: BackendOptions | None = None) -> int:
     """Read the live system and print the ordered plan; -o saves it for apply."""
     from hxpc import engine
     from hxpc.fsutil import write_atomic
 
-    wiring = _wire(spec, env, target, ssh_config)
-    meta = wiring.meta
-    the_plan = engine.plan_live(wiring.backends, _resolve(spec, env).stack.waves, project=meta.project, env=env,
-                                spec_hash=meta.spec_hash, spec_file=spec)
+    the_plan = _plan_live(_wire(spec, env, target, backend_options or {}), spec)
     render = {"text": engine.render_text, "json": engine.render_json, "markdown": engine.render_markdown}[fmt.value]
     _out(render(the_plan))
     if output is not None:
@@ -168,7 +204,7 @@ def plan(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None,
     return 2 if detailed_exitcode and the_plan.has_changes else 0
 
 
-def _saved_plan(path: str) -> Any:
+def _saved_plan(path: str) -> Plan | None:
     """The plan in `path` if it is a saved plan (JSON), else None (it is a spec)."""
     from hxpc.engine import load_plan
 
@@ -180,6 +216,7 @@ def _saved_plan(path: str) -> Any:
 
 
 @app.command("apply")
+@with_backend_options
 def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help="a spec (with --env) or a saved plan")],
            env: Annotated[str | None, typer.Option("--env", "-e", help="environment (with a spec)")] = None,
            target: TargetsOpt = None,
@@ -191,7 +228,7 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
                "--lock-ttl", envvar="HXPC_LOCK_TTL", min=1,
                help="seconds after which another apply may take over this run's lock "
                     "(default: sized from the plan's startup budgets)")] = None,
-           ssh_config: SshConfigOpt = None) -> int:
+           backend_options: BackendOptions | None = None) -> int:
     """Execute the plan in dependency order with health gates; a saved plan is refused when stale."""
     from hxpc import engine
 
@@ -202,15 +239,14 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
         spec, env = saved.spec_file, env or saved.env
         if env != saved.env:
             raise UsageError(f"the saved plan is for environment `{saved.env}`, not `{env}`")
-        wiring = _wire(spec, env, list(saved.targets), ssh_config)
+        wiring = _wire(spec, env, list(saved.targets), backend_options or {})
         the_plan = saved
     else:
         spec = target_file
         if env is None:
             raise UsageError("applying a spec needs --env (or pass a plan saved with `hxpc plan -o`)")
-        wiring = _wire(spec, env, target, ssh_config)
-        the_plan = engine.plan_live(wiring.backends, _resolve(spec, env).stack.waves, project=wiring.meta.project,
-                                    env=env, spec_hash=wiring.meta.spec_hash, spec_file=spec)
+        wiring = _wire(spec, env, target, backend_options or {})
+        the_plan = _plan_live(wiring, spec)
         _out(engine.render_text(the_plan))
         if not the_plan.has_changes:
             return 0
@@ -232,12 +268,13 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
 
 
 @app.command()
+@with_backend_options
 def status(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None, fmt: FormatOpt = Format.text,
-           ssh_config: SshConfigOpt = None) -> int:
+           backend_options: BackendOptions | None = None) -> int:
     """Live health of every object, per target."""
     from hxpc import engine
 
-    wiring = _wire(spec, env, target, ssh_config)
+    wiring = _wire(spec, env, target, backend_options or {})
     rows = engine.collect_status(wiring.backends)
     _out(engine.render_status_json(rows) if fmt is Format.json else engine.render_status_text(rows))
     return 0

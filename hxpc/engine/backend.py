@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey, RawState
 from hxpc.errors import BackendError
@@ -45,11 +45,12 @@ class HealthResult:
 
 @dataclass
 class Undo:
-    """What `rollback` needs to restore the object as it was before the action (backend data)."""
+    """What `rollback` needs to restore the object as it was before the action: `data` is a frozen dataclass
+    of the backend's own, one class per kind of change, which its `rollback` matches on by type."""
 
     key: ObjectKey
     description: str = ""
-    data: Any = None
+    data: object = None
 
 
 @dataclass(frozen=True)

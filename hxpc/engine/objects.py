@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 SENSITIVE = "(sensitive)"
@@ -62,7 +62,8 @@ class DesiredObject:
     """What should exist. `workload` is the spec service or model it belongs to (None: shared,
     e.g. a network), which places it in a wave. `replace_on` lists top-level state keys whose
     change needs the object recreated rather than updated in place (`"*"`: any change).
-    `extra` carries backend data apply needs but the diff ignores (secret references, probes)."""
+    `extra` carries what apply needs but the diff ignores (names, labels, probes, secret references): a
+    frozen dataclass of the backend's own, which the backend narrows by type, never a dict read by key."""
 
     key: ObjectKey
     state: Mapping[str, Any]
@@ -71,7 +72,7 @@ class DesiredObject:
     replace_on: tuple[str, ...] = ()
     gate: Gate | None = None
     should_run: bool = True
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    extra: object = None
 
 
 @dataclass(frozen=True)

@@ -1,61 +1,70 @@
-"""Which backend applies which target, and building them for a resolved environment.
+"""Building the backends that apply an environment's targets, as the two registries say.
 
-`compose` is applied to a Docker Engine, `systemd` to the hosts of
-`targets.systemd` over their transports. Kubernetes artifacts compile, but no
-apply backend exists for them yet: asking for it is a clear error, and an
-environment that has it alongside others plans the others and says so.
-Backends are imported only when used, so planning one target does not load
-the other's client library.
+The target registry (`hxpc.compiler.targets`) names the backend that applies
+each target; the backend registry (`hxpc.engine.backends`) builds it with its
+own options from the command line. A deploying target without a backend is
+planned around: asking for it is a clear error, and an environment that has it
+alongside others plans the others and says so. Monitoring targets are files
+applied with the targets they watch, never on their own. Backend packages are
+imported only when used, so planning one target does not load another's
+client library.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from hxpc.compiler import targets
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import spec_hash, targets_of
 from hxpc.compiler.pipeline import Resolved
+from hxpc.engine import backends
 from hxpc.engine.backend import Backend
 from hxpc.errors import UsageError
-
-BACKENDS: dict[str, tuple[str, str]] = {
-    "compose": ("hxpc.engine.backends.docker", "DockerBackend"),
-    "systemd": ("hxpc.engine.backends.systemd", "SystemdBackend"),
-}
-NOT_APPLIED = {"kubernetes": "its apply backend is not implemented yet",
-               "prometheus": "it is applied as files with the systemd or compose stack, or as objects by kubernetes",
-               "grafana": "it is applied as files with the systemd or compose stack, or as objects by kubernetes"}
 
 
 @dataclass
 class Wiring:
-    backends: dict[str, Backend]
+    """The resolved environment, its identity, and a built backend per applied target."""
+
+    resolved: Resolved
     meta: Meta
-    skipped: list[str]
+    backends: dict[str, Backend] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)   # deploying targets with no apply backend
+
+
+def _not_applied(name: str) -> str:
+    if targets.entry(name).deploys:
+        return "its apply backend is not implemented yet"
+    return "it is monitoring, applied as files with the targets it watches"
 
 
 def build_backends(resolved: Resolved, spec_name: str, only: Iterable[str] = (),
-                   ssh_config: str | None = None) -> Wiring:
+                   options: Mapping[str, Any] | None = None) -> Wiring:
+    """Backends for the targets of `resolved` (or only those named), built with the command line's options."""
     stack = resolved.stack
     compiled = targets_of(stack)
+    applied = [t for t in compiled if targets.entry(t).backend is not None]
     wanted = list(only)
     for target in wanted:
         if target not in compiled:
             raise UsageError(f"environment `{stack.env}` has no `{target}` target "
                              f"(it compiles to: {', '.join(compiled) or 'nothing'})")
-        if target not in BACKENDS:
-            raise UsageError(f"cannot plan `{target}`: {NOT_APPLIED.get(target, 'no apply backend')}")
-    chosen = [t for t in compiled if t in BACKENDS and (not wanted or t in wanted)]
-    skipped = [t for t in compiled if t not in BACKENDS and t == "kubernetes" and not wanted]
+        if target not in applied:
+            raise UsageError(f"cannot plan `{target}`: {_not_applied(target)}")
+    chosen = [t for t in applied if not wanted or t in wanted]
     if not chosen:
+        able = ", ".join(e.name for e in targets.REGISTRY if e.backend is not None)
         raise UsageError(f"environment `{stack.env}` has no target that hxpc can apply yet "
-                         f"(it compiles to: {', '.join(compiled) or 'nothing'}; apply supports compose and systemd)")
-    meta = Meta(stack.project, stack.env, spec_name, spec_hash(resolved))
-    backends: dict[str, Backend] = {}
+                         f"(it compiles to: {', '.join(compiled) or 'nothing'}; apply supports {able})")
+    wiring = Wiring(resolved, Meta(stack.project, stack.env, spec_name, spec_hash(resolved)))
+    if not wanted:
+        wiring.skipped = [t for t in compiled if t not in applied and targets.entry(t).deploys]
     for target in chosen:
-        module_name, class_name = BACKENDS[target]
-        cls = getattr(importlib.import_module(module_name), class_name)
-        backends[target] = cls(stack, meta, ssh_config=ssh_config) if target == "systemd" else cls(stack, meta)
-    return Wiring(backends, meta, skipped)
+        name = targets.entry(target).backend
+        assert name is not None
+        package = backends.package(name)
+        wiring.backends[target] = package.build(stack, wiring.meta, backends.options_for(package, options or {}))
+    return wiring

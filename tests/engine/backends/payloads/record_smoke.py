@@ -1,4 +1,4 @@
-"""Re-records `smoke-default.json` from a real Docker Engine: the payload `test_docker_parse.py` plans against.
+"""Re-records `smoke-default.json` from a real Docker Engine: the payload `docker/test_parse.py` plans against.
 
 Run from the repository root, with a Docker Engine reachable (DOCKER_HOST or the local socket) and the test
 image built (`.ci/build-test-images.sh`): `python tests/engine/backends/payloads/record_smoke.py`. It applies
@@ -28,8 +28,8 @@ from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backends import docker_parse as dp
-from hxpc.engine.backends.docker import DockerBackend
+from hxpc.engine.backends.docker import parse as dp
+from hxpc.engine.backends.docker.backend import DockerBackend
 from hxpc.sources import FileSources
 
 HERE = Path(__file__).resolve().parent

@@ -1,8 +1,8 @@
 """The systemd backend: hxpc's units and secret files on each host of `targets.systemd`, over a Transport.
 
 Desired objects (units and secret files per host, with the instances'
-health checks) are built purely in `systemd_desired`. Live state costs one
-command per host (`READ_SCRIPT`, parsed purely in `systemd_parse`); every
+health checks) are built purely in `desired`. Live state costs one
+command per host (`READ_SCRIPT`, parsed purely in `parse`); every
 host is read, in parallel, before anything is planned, so an unreachable host
 fails the plan with its name and the transport's message. Applying follows
 the engine's waves: before a wave's first action on a host, that host's
@@ -29,23 +29,23 @@ import threading
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.targets import config_of
 from hxpc.compiler.targets.systemd import SystemdTarget
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
-from hxpc.engine.backends.systemd_desired import (
+from hxpc.engine.backends.systemd.desired import (
     SECRET_OWNER,
-    Check,
     describe,
     desired_objects,
     env_file_text,
     probe_script,
+    secret_data,
     secret_path,
+    unit_data,
 )
-from hxpc.engine.backends.systemd_parse import (
+from hxpc.engine.backends.systemd.parse import (
     READ_SCRIPT,
     SNAPSHOT_SCRIPT,
     TARGET,
@@ -58,10 +58,10 @@ from hxpc.engine.backends.systemd_parse import (
     parse_snapshot,
     parse_unit,
 )
+from hxpc.engine.backends.systemd.transport import Transport, transport_for
 from hxpc.engine.lock import LockInfo, MultiLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
-from hxpc.engine.transport import Transport, transport_for
 from hxpc.errors import BackendError
 
 LOCK_SCRIPT_DIR = 'b=/run/lock; [ -d "$b" ] || b=/var/lock; d=$b/hxpc-$1'
@@ -115,6 +115,31 @@ class HostLock:
 
 def _payload(payload: Mapping[str, str]) -> bytes:
     return json.dumps(dict(payload), sort_keys=True).encode()
+
+
+# -- what rollback needs (`Undo.data`) -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreSecret:
+    """Undo of a secret file's write or removal: its previous bytes (None: it did not exist), and the
+    instances restarted for it, restarted again with the previous values."""
+
+    files: Mapping[str, bytes | None]
+    restart: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RestoreUnit:
+    """Undo of a unit object's change or removal: the previous bytes of its files, the instances it has now
+    and had before, which were enabled and active before, and the instances the action started or stopped."""
+
+    files: Mapping[str, bytes | None]
+    instances: tuple[str, ...]
+    old_instances: tuple[str, ...]
+    enabled_before: tuple[str, ...]
+    active_before: Mapping[str, bool]
+    touched: tuple[str, ...]
 
 
 # -- per host and wave: the batch ------------------------------------------------------------------------------------
@@ -182,7 +207,7 @@ class SystemdBackend:
         for key, want in self.desired().items():
             if key.scope == host and key.kind == "unit":
                 names.add(key.name)
-                names.update(want.extra["instances"] if key.name.endswith("@.service") else ())
+                names.update(unit_data(want).instances if key.name.endswith("@.service") else ())
         return sorted(names)
 
     def _read_host(self, host: str) -> str:
@@ -265,7 +290,7 @@ class SystemdBackend:
     def _secret_names(self, keys: Iterable[ObjectKey]) -> set[str]:
         desired = self.desired()
         return {r["secret"] for k in keys if k.kind == "secret" and k in desired
-                for r in desired[k].extra["refs"].values()}
+                for r in secret_data(desired[k]).refs.values()}
 
     def prepare(self, actions: Sequence[Action]) -> None:
         """Preflight, with the lock held and the plan fresh: every secret a written file needs must resolve."""
@@ -390,13 +415,14 @@ class SystemdBackend:
             if action.key.kind == "secret":
                 if action.kind in ("create", "update", "replace"):
                     assert want.workload is not None
-                    text = env_file_text(self.meta, self.stack.workloads[want.workload], want.extra["refs"],
+                    data = secret_data(want)
+                    text = env_file_text(self.meta, self.stack.workloads[want.workload], data.refs,
                                          self.resolve_secrets(self._secret_names([action.key])))
-                    paths.append(want.extra["path"])
-                    t.put_file(want.extra["path"], text.encode(), mode=0o600, owner=SECRET_OWNER, dir_mode=0o700)
+                    paths.append(data.path)
+                    t.put_file(data.path, text.encode(), mode=0o600, owner=SECRET_OWNER, dir_mode=0o700)
                     batch.restart_all.add(want.workload)
                 continue
-            texts: dict[str, str] = want.extra["texts"]
+            texts = unit_data(want).texts
             for rel, text in texts.items():
                 path = f"{UNIT_DIR}/{rel}"
                 old = batch.snapshot.get(path)
@@ -462,7 +488,7 @@ class SystemdBackend:
     def _apply_unit(self, batch: _Batch, action: Action, ctx: ActionContext) -> Undo:
         t = self.transport(batch.host)
         want = self.desired()[action.key]
-        instances: list[str] = want.extra["instances"]
+        instances = list(unit_data(want).instances)
         written = batch.written.get(action.key, [])
         before = ctx.live
         old_instances = [] if before is None else _live_instances(before)
@@ -478,32 +504,31 @@ class SystemdBackend:
                                 what=f"starting {', '.join(sorted(changed)) or action.key.name}")
         self._record_baseline(batch.host, shown)
         return Undo(action.key, "restore the previous unit files and restart the previous version",
-                    {"files": {p: batch.snapshot.get(p) for p in written}, "instances": instances,
-                     "old_instances": old_instances, "enabled_before": enabled_before,
-                     "active_before": active_before, "touched": sorted(changed | set(removed))})
+                    RestoreUnit({p: batch.snapshot.get(p) for p in written}, tuple(instances), tuple(old_instances),
+                                tuple(enabled_before), active_before, tuple(sorted(changed | set(removed)))))
 
     def _apply_secret(self, batch: _Batch, action: Action) -> Undo:
         """The file was written with the batch; restart the workload's instances here unless its unit
         object is in this wave too (its action restarts them all)."""
         t = self.transport(batch.host)
         want = self.desired()[action.key]
-        unit_key: ObjectKey = want.extra["unit"]
-        restarted: list[str] = []
-        if not any(a.key == unit_key for a in batch.actions):
-            restarted = list(self.desired()[unit_key].extra["instances"])
+        data = secret_data(want)
+        restarted: tuple[str, ...] = ()
+        if not any(a.key == data.unit for a in batch.actions):
+            restarted = unit_data(self.desired()[data.unit]).instances
             shown = self._systemctl(t, restart=restarted, what=f"restarting {want.workload} for its secrets")
             self._record_baseline(batch.host, shown)
-        path = want.extra["path"]
+        path = data.path
         return Undo(action.key, f"restore the previous {path}",
-                    {"files": {path: batch.snapshot.get(path)} if path in batch.written.get(action.key, []) else {},
-                     "restart": restarted})
+                    RestoreSecret({path: batch.snapshot.get(path)} if path in batch.written.get(action.key, []) else {},
+                                  restarted))
 
     def _delete(self, batch: _Batch, action: Action, ctx: ActionContext) -> Undo:
         t = self.transport(batch.host)
         if action.key.kind == "secret":
             path = self._secret_path(action.key)
             self._remove_files(t, [path])
-            return Undo(action.key, f"restore {path}", {"files": {path: batch.snapshot.get(path)}, "restart": []})
+            return Undo(action.key, f"restore {path}", RestoreSecret({path: batch.snapshot.get(path)}))
         before = ctx.live
         instances = _live_instances(before) if before is not None else []
         self._systemctl(t, disable=instances, what=f"stopping {action.key.name}")
@@ -512,30 +537,30 @@ class SystemdBackend:
         with batch.guard:
             batch.reload_needed = True
         return Undo(action.key, "restore the unit files and start it again",
-                    {"files": {p: batch.snapshot.get(p) for p in paths}, "instances": instances,
-                     "old_instances": instances, "enabled_before": [] if before is None else
-                     list(before.state.get("enabled", [])), "active_before": _active(before) if before else {},
-                     "touched": instances})
+                    RestoreUnit({p: batch.snapshot.get(p) for p in paths}, tuple(instances), tuple(instances),
+                                tuple(before.state.get("enabled", [])) if before is not None else (),
+                                _active(before) if before is not None else {}, tuple(instances)))
 
     def rollback(self, undo: Undo) -> None:
         host = undo.key.scope
         t = self.transport(host)
-        data: dict[str, Any] = undo.data
-        files: dict[str, bytes | None] = data["files"]
-        if undo.key.kind == "secret":
-            self._restore(t, files)
-            if data["restart"]:
-                self._systemctl(t, restart=data["restart"], what="restarting with the previous secrets")
+        data = undo.data
+        if isinstance(data, RestoreSecret):
+            self._restore(t, data.files)
+            if data.restart:
+                self._systemctl(t, restart=data.restart, what="restarting with the previous secrets")
             return
-        old = set(data["old_instances"])
-        new_only = sorted(set(data["instances"]) - old)
+        if not isinstance(data, RestoreUnit):
+            raise TypeError(f"no rollback for {data!r}")
+        old = set(data.old_instances)
+        new_only = sorted(set(data.instances) - old)
         if new_only:  # stopped while their files still exist
             self._systemctl(t, disable=new_only, what="stopping the new instances")
-        self._restore(t, files)
+        self._restore(t, data.files)
         t.check("systemctl daemon-reload", what="daemon-reload")
-        touched = [i for i in data["touched"] if i in old]
-        was_active = data["active_before"]
-        self._systemctl(t, enable=sorted(set(data["enabled_before"]) & old),
+        touched = [i for i in data.touched if i in old]
+        was_active = data.active_before
+        self._systemctl(t, enable=sorted(set(data.enabled_before) & old),
                         restart=[i for i in touched if was_active.get(i)],
                         stop=[i for i in touched if not was_active.get(i)], what="restoring the previous version")
 
@@ -545,9 +570,8 @@ class SystemdBackend:
         want = self.desired().get(key)
         if want is None:
             return HealthResult(True, "not in the spec")
-        unit = want if key.kind == "unit" else self.desired()[want.extra["unit"]]
-        instances: list[str] = unit.extra["instances"]
-        checks: dict[str, Check] = unit.extra["checks"]
+        unit = unit_data(want if key.kind == "unit" else self.desired()[secret_data(want).unit])
+        instances, checks = list(unit.instances), unit.checks
         t = self.transport(key.scope)
         marker = "@@" + pysecrets.token_hex(6)
         lines = [f"systemctl show -p Id,ActiveState,SubState,Result,NRestarts,MainPID {shlex.join(instances)}",

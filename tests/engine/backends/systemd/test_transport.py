@@ -13,7 +13,7 @@ import pytest
 from conftest import require, require_tool
 
 from hxpc.engine.backend import TransientError
-from hxpc.engine.transport import (
+from hxpc.engine.backends.systemd.transport import (
     DockerExecTransport,
     LocalTransport,
     SshAddress,

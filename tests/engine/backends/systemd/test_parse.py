@@ -12,9 +12,9 @@ from hxpc.compiler import probes
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
-from hxpc.engine.backends.systemd import SystemdBackend
-from hxpc.engine.backends.systemd_desired import Check, describe, env_quote, probe_script
-from hxpc.engine.backends.systemd_parse import (
+from hxpc.engine.backends.systemd.backend import SystemdBackend
+from hxpc.engine.backends.systemd.desired import Check, describe, env_quote, probe_script
+from hxpc.engine.backends.systemd.parse import (
     ReadError,
     instance_of,
     object_of,
@@ -29,7 +29,7 @@ from hxpc.engine.objects import DesiredObject, ObjectKey
 from hxpc.engine.plan import NameClash, make_plan
 from hxpc.sources import FileSources
 
-PAYLOADS = Path(__file__).parent / "payloads"
+PAYLOADS = Path(__file__).parents[1] / "payloads"
 
 
 def payload(name: str) -> str:
@@ -103,8 +103,8 @@ def test_recorded_state_equals_the_compiled_spec_so_nothing_to_do() -> None:
     assert {a.kind for a in plan.actions} == {"noop"}
     assert len(plan.actions) == 5
     unit = desired[key("h1", "unit", "t1-api@.service")]
-    assert unit.extra["instances"] == ["t1-api@0.service"]
-    assert unit.extra["checks"]["t1-api@0.service"] == Check("tcp", 8201, "/", (), 3)
+    assert unit.extra.instances == ("t1-api@0.service",)
+    assert unit.extra.checks["t1-api@0.service"] == Check("tcp", 8201, "/", (), 3)
 
 
 def test_a_unit_in_the_way_is_a_name_clash() -> None:

@@ -1,6 +1,6 @@
 """The Docker Engine backend of the compose target: read, change and probe a project's containers.
 
-`DockerBackend(resolved, meta)` wants exactly what `compose_document` compiles (see `docker_parse` for
+`DockerBackend(resolved, meta)` wants exactly what `compose_document` compiles (see `parse` for
 the pure half: desired state, parsing of list payloads, Engine API bodies). It talks to the Engine
 through the `docker` SDK's low-level client (`docker.from_env()`, so `DOCKER_HOST`, `DOCKER_TLS_VERIFY`
 and `DOCKER_CERT_PATH` work as with the CLI). Planning reads with four list calls whatever the number of
@@ -46,6 +46,7 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -58,7 +59,7 @@ from hxpc.compiler.bundle import Meta
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.targets.compose import compose_document, unescape_document
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
-from hxpc.engine.backends import docker_parse as dp
+from hxpc.engine.backends.docker import parse as dp
 from hxpc.engine.lock import LockInfo, PrimitiveLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
@@ -97,6 +98,59 @@ def _conflict(exc: BaseException) -> bool:
 
 class _Gone(Exception):
     """The container an action was planned against no longer exists."""
+
+
+# What rollback needs (`Undo.data`), one class per kind of change.
+@dataclass(frozen=True)
+class Aside:
+    """A stopped container renamed `<name>-hxpc-old` by a replace or a delete, and whether it was running."""
+
+    old: str
+    name: str
+    was_running: bool
+
+
+@dataclass(frozen=True)
+class RemoveNew:
+    """Undo a create: remove the new container."""
+
+    new: str
+
+
+@dataclass(frozen=True)
+class BringBack:
+    """Undo a replace (`new` set) or a delete: remove the new container, rename the old one back, start it."""
+
+    aside: Aside
+    new: str | None = None
+
+
+@dataclass(frozen=True)
+class StopAgain:
+    """Undo a restart of a stopped container."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class RemoveNetwork:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RemoveVolume:
+    name: str
+
+
+def _container(want: DesiredObject) -> dp.ContainerData:
+    assert isinstance(want.extra, dp.ContainerData), want.key
+    return want.extra
+
+
+def _named(want: DesiredObject) -> dp.NamedData:
+    assert isinstance(want.extra, dp.NamedData), want.key
+    return want.extra
 
 
 class DockerLock:
@@ -250,18 +304,21 @@ class DockerBackend:
         with self._guard:
             # forgotten before trying: a rollback that fails keeps the previous container for a human
             self._uncommitted.pop(undo.key, None)
-        data: dict[str, Any] = undo.data
-        op = data["op"]
-        if op in ("create", "replace"):
-            self._remove_container(data["new"], f"removing new {undo.key}")
-        if op in ("replace", "delete"):
-            self._restore(data)
-        elif op == "restart":
-            self.call(f"stopping {undo.key}", self.api.stop, data["id"], timeout=STOP_TIMEOUT_S)
-        elif op == "create-network":
-            self._ignore_missing(f"removing network {data['name']}", self.api.remove_network, data["id"])
-        elif op == "create-volume":
-            self._ignore_missing(f"removing volume {data['name']}", self.api.remove_volume, data["name"])
+        match undo.data:
+            case RemoveNew(new=new):
+                self._remove_container(new, f"removing new {undo.key}")
+            case BringBack(aside=aside, new=new):
+                if new is not None:
+                    self._remove_container(new, f"removing new {undo.key}")
+                self._restore(aside)
+            case StopAgain(id=cid):
+                self.call(f"stopping {undo.key}", self.api.stop, cid, timeout=STOP_TIMEOUT_S)
+            case RemoveNetwork(id=nid, name=name):
+                self._ignore_missing(f"removing network {name}", self.api.remove_network, nid)
+            case RemoveVolume(name=name):
+                self._ignore_missing(f"removing volume {name}", self.api.remove_volume, name)
+            case other:
+                raise TypeError(f"no rollback for {other!r}")
 
     def begin_wave(self, actions: Sequence[Action]) -> None:
         """Nothing to batch: each action is its own API calls."""
@@ -273,9 +330,9 @@ class DockerBackend:
             done = [self._uncommitted.pop(a.key) for a in actions if a.key in self._uncommitted]
         failed = []
         for undo in done:
-            if undo.data["op"] in ("replace", "delete"):
+            if isinstance(undo.data, BringBack):
                 try:
-                    self._remove_container(undo.data["old"], f"removing the previous {undo.key}")
+                    self._remove_container(undo.data.aside.old, f"removing the previous {undo.key}")
                 except BackendError as exc:
                     failed.append(str(exc))
         if failed:
@@ -285,7 +342,7 @@ class DockerBackend:
         want = self.desired().get(key)
         if key.kind != "container" or want is None:
             return HealthResult(True, "")
-        name = str(want.extra["name"])
+        name = _container(want).name
         try:
             info = self.call(f"inspecting {name}", self.api.inspect_container, name, raw=True)
         except docker.errors.APIError as exc:
@@ -301,7 +358,7 @@ class DockerBackend:
             said = str(log[-1].get("Output", "")).strip().splitlines()
             return HealthResult(False, "Docker health check: unhealthy" + (f" ({said[-1][:200]})" if said else ""),
                                 final=True)
-        probe = want.extra.get("probe")
+        probe = _container(want).probe
         ok, detail = self._probe(info, probe, deadline) if probe else (True, "running")
         if docker_health and docker_health != "healthy":
             return HealthResult(False, f"Docker health check: {docker_health}; {detail}")
@@ -381,40 +438,37 @@ class DockerBackend:
                 self._remove_container(live.version, f"removing {key}")
                 return None
             try:
-                data = self._set_aside(live.version, name, bool(live.running), str(key))
+                aside = self._set_aside(live.version, name, bool(live.running), str(key))
             except _Gone:
                 return None  # removed since it was read (e.g. by a replace clearing a stale set-aside one)
-            return Undo(key, f"rename {name}{dp.ASIDE_SUFFIX} back and start it", {"op": "delete", **data})
+            return Undo(key, f"rename {name}{dp.ASIDE_SUFFIX} back and start it", BringBack(aside))
         want = ctx.desired or self.desired()[key]
-        name = str(want.extra["name"])
+        name = _container(want).name
         if action.kind == "restart":
             assert ctx.live is not None and ctx.live.version is not None
             self.call(f"starting {name}", self.api.start, ctx.live.version)
-            return Undo(key, f"stop {name} again", {"op": "restart", "id": ctx.live.version})
+            return Undo(key, f"stop {name} again", StopAgain(ctx.live.version))
         if action.kind == "create" or ctx.live is None or ctx.live.version is None:
-            new = self._create(want)
-            return Undo(key, f"remove the new {name}", {"op": "create", "new": new})
+            return Undo(key, f"remove the new {name}", RemoveNew(self._create(want)))
         # replace (and update, which containers never need: any change replaces them)
         try:
             old = self._set_aside(ctx.live.version, name, bool(ctx.live.running), str(key))
         except _Gone:
-            new = self._create(want)
-            return Undo(key, f"remove the new {name}", {"op": "create", "new": new})
+            return Undo(key, f"remove the new {name}", RemoveNew(self._create(want)))
         try:
             new = self._create(want)
         except BaseException:
             self._restore(old)  # this action failed: the executor will not roll it back, so undo it here
             raise
-        return Undo(key, f"remove the new {name}, rename the previous one back and start it",
-                    {"op": "replace", "new": new, **old})
+        return Undo(key, f"remove the new {name}, rename the previous one back and start it", BringBack(old, new))
 
     def _create(self, want: DesiredObject) -> str:
-        name = str(want.extra["name"])
+        data = _container(want)
+        name = data.name
         secret_refs: Mapping[str, str] = want.state.get("secrets") or {}
         self.resolve_secrets(sorted(set(secret_refs.values())))  # a no-op after prepare
         env = {var: self._secrets[secret] for var, secret in secret_refs.items()}
-        config = dp.container_config(want.state, want.extra["labels"], self.names.network,
-                                     want.extra["volumes"], env, str(want.extra["service"]))
+        config = dp.container_config(want.state, data.labels, self.names.network, data.volumes, env, data.service)
         try:
             cid = str(self.call(f"creating {name}", self.api.create_container_from_config, config, name,
                                 raw=True)["Id"])
@@ -434,7 +488,7 @@ class DockerBackend:
     def _adopt(self, name: str, want: DesiredObject) -> str:
         info = self.call(f"inspecting {name}", self.api.inspect_container, name)
         labels = (info.get("Config") or {}).get("Labels") or {}
-        if not self.names.owns(labels) or labels.get(dp.LABEL_HASH) != want.extra["labels"][dp.LABEL_HASH]:
+        if not self.names.owns(labels) or labels.get(dp.LABEL_HASH) != _container(want).labels[dp.LABEL_HASH]:
             raise BackendError(f"creating {name}: a container of that name already exists and is not the one "
                                "this plan creates")
         return str(info["Id"])
@@ -450,7 +504,7 @@ class DockerBackend:
                 tar.addfile(entry, io.BytesIO(data))
         self.call(f"writing secret files into {name}", self.api.put_archive, cid, "/", buf.getvalue())
 
-    def _set_aside(self, cid: str, name: str, running: bool, what: str) -> dict[str, Any]:
+    def _set_aside(self, cid: str, name: str, running: bool, what: str) -> Aside:
         """Stop the container and rename it out of the way; what `_restore` needs to bring it back."""
         aside = name + dp.ASIDE_SUFFIX
         try:
@@ -466,7 +520,7 @@ class DockerBackend:
                 raise translate(exc, f"renaming {what}") from exc
             self._clear_aside(aside, cid, what)
             self.call(f"renaming {what}", self.api.rename, cid, aside)
-        return {"old": cid, "name": name, "was_running": running}
+        return Aside(cid, name, running)
 
     def _clear_aside(self, aside: str, cid: str, what: str) -> None:
         """A previous apply died holding `aside` (or a retry already renamed it): remove it if ours."""
@@ -477,12 +531,12 @@ class DockerBackend:
             raise BackendError(f"renaming {what}: {aside} exists and is not hxpc's; remove it by hand")
         self._remove_container(str(info["Id"]), f"removing the stale {aside}")
 
-    def _restore(self, data: Mapping[str, Any]) -> None:
-        old, name = str(data["old"]), str(data["name"])
+    def _restore(self, aside: Aside) -> None:
+        old, name = aside.old, aside.name
         info = self.call(f"inspecting {name}", self.api.inspect_container, old)
         if str(info.get("Name", "")).lstrip("/") != name:
             self.call(f"renaming {name} back", self.api.rename, old, name)
-        if data.get("was_running"):
+        if aside.was_running:
             self.call(f"starting {name}", self.api.start, old)
 
     def _remove_container(self, cid: str, what: str) -> None:
@@ -501,9 +555,8 @@ class DockerBackend:
         if action.kind == "create":
             want = ctx.desired or self.desired()[action.key]
             made = self.call(f"creating network {name}", self.api.create_network, name, driver=want.state["driver"],
-                             labels=dict(want.extra["labels"]), check_duplicate=True)
-            return Undo(action.key, f"remove network {name}", {"op": "create-network", "id": made["Id"],
-                                                                "name": name})
+                             labels=dict(_named(want).labels), check_duplicate=True)
+            return Undo(action.key, f"remove network {name}", RemoveNetwork(str(made["Id"]), name))
         if action.kind == "delete":
             if ctx.live is not None and ctx.live.version:
                 self._ignore_missing(f"removing network {name}", self.api.remove_network, ctx.live.version)
@@ -514,20 +567,20 @@ class DockerBackend:
     def _volume_action(self, action: Action, ctx: ActionContext) -> Undo | None:
         want = ctx.desired or self.desired().get(action.key)
         if action.kind == "create" and want is not None:
-            name = str(want.extra["name"])
+            name = _named(want).name
             self.call(f"creating volume {name}", self.api.create_volume, name, driver=want.state["driver"],
-                      labels=dict(want.extra["labels"]))
-            return Undo(action.key, f"remove volume {name}", {"op": "create-volume", "name": name})
+                      labels=dict(_named(want).labels))
+            return Undo(action.key, f"remove volume {name}", RemoveVolume(name))
         raise BackendError(f"volume {action.key.name} would have to be {action.kind}d, which loses its data; "
                            "hxpc never does that: remove it by hand")
 
     # -- health -----------------------------------------------------------------------------------------------
-    def _probe(self, info: Mapping[str, Any], probe: Mapping[str, Any], deadline: float) -> tuple[bool, str]:
-        timeout = max(0.2, min(float(probe["timeout_s"]), deadline - time.monotonic()))
-        kind = probe["kind"]
+    def _probe(self, info: Mapping[str, Any], probe: dp.Probe, deadline: float) -> tuple[bool, str]:
+        timeout = max(0.2, min(probe.timeout_s, deadline - time.monotonic()))
+        kind = probe.kind
         if kind == "exec":
-            return self._probe_exec(str(info["Id"]), list(probe["command"]))
-        port = probe.get("host_port")
+            return self._probe_exec(str(info["Id"]), list(probe.command))
+        port = probe.host_port
         if port is None:
             return True, "no published port to probe"
         host = self.probe_host
@@ -537,7 +590,7 @@ class DockerBackend:
             except OSError as exc:
                 return False, f"tcp {host}:{port}: {exc.strerror or exc}"
             return True, f"tcp {host}:{port} accepts connections"
-        path = str(probe.get("path") or "/")
+        path = probe.path or "/"
         where = f"GET http://{host}:{port}{path}"
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
         try:

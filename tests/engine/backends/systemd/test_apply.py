@@ -29,14 +29,14 @@ from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backends.systemd import SystemdBackend
-from hxpc.engine.backends.systemd_desired import Check, probe_script
+from hxpc.engine.backends.systemd.backend import SystemdBackend
+from hxpc.engine.backends.systemd.desired import Check, probe_script
+from hxpc.engine.backends.systemd.transport import CommandResult, DockerExecTransport, SshTransport, Transport
 from hxpc.engine.lock import new_lock_info
 from hxpc.engine.plan import NameClash, Plan, load_plan
 from hxpc.engine.progress import PlainProgress
 from hxpc.engine.render import render_json, render_text
 from hxpc.engine.report import ApplyFailed, ApplyReport
-from hxpc.engine.transport import CommandResult, DockerExecTransport, SshTransport, Transport
 from hxpc.errors import BackendError, LockHeld, StalePlan
 from hxpc.sources import FileSources
 
@@ -44,7 +44,7 @@ pytestmark = pytest.mark.systemd
 
 IMAGE = "hxpc-test/systemd:bookworm"
 HTTPD = ["/bin/busybox", "httpd", "-f", "-p", "${PORT_HTTP}", "-h", "/srv"]
-TEST_DROPIN = "[Service]\n# test containers only: see tests/engine/backends/test_systemd_apply.py\n" \
+TEST_DROPIN = "[Service]\n# test containers only: see tests/engine/backends/systemd/test_apply.py\n" \
               "ProtectProc=default\n"
 
 
@@ -276,7 +276,7 @@ def test_a_native_exec_check_runs_as_the_units_dynamic_user_not_root(tmp_path: P
     service_uid = sh(hosts.h1, f"stat -c %u /proc/{unit_props(hosts.h1, 'sdt-asuser-web.service')['MainPID']}")
     _, backend = s.plan()
     unit = next(o for k, o in backend.desired().items() if k.kind == "unit")
-    wrapper = unit.extra["checks"]["sdt-asuser-web.service"].wrapper
+    wrapper = unit.extra.checks["sdt-asuser-web.service"].wrapper
     probe_uid = sh(hosts.h1, probe_script(Check("exec", command=("/bin/sh", "-c", "echo $(id -u)"), wrapper=wrapper)))
     assert probe_uid.strip() == service_uid.strip() != "0"
     # the transient probe units are collected

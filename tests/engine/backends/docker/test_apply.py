@@ -39,8 +39,8 @@ from hxpc.compiler.compile import compile_env, spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backends import docker_parse as dp
-from hxpc.engine.backends.docker import DockerBackend
+from hxpc.engine.backends.docker import parse as dp
+from hxpc.engine.backends.docker.backend import DockerBackend
 from hxpc.engine.lock import LockInfo
 from hxpc.engine.plan import NameClash, Plan, load_plan
 from hxpc.engine.progress import Event, PlainProgress
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.docker
 IMAGE = "hxpc-test/busybox:1"
 IMAGE2 = "hxpc-test/busybox:2"
 ENV = "default"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[4]
 
 
 def _unavailable(reason: str) -> None:
@@ -377,7 +377,7 @@ SCRIPT = textwrap.dedent("""
     from hxpc.compiler.pipeline import resolve_env
     from hxpc.engine import plan_live
     from hxpc.engine.apply import ApplyOptions, apply
-    from hxpc.engine.backends.docker import DockerBackend
+    from hxpc.engine.backends.docker.backend import DockerBackend
     from hxpc.engine.progress import PlainProgress
     from hxpc.engine.report import ApplyFailed, ApplyInterrupted
     from hxpc.sources import FileSources

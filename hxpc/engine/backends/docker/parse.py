@@ -51,6 +51,36 @@ _RESTART = {"no": {"Name": "no"}, "always": {"Name": "always"},
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The spec's health check of one container, as the gate runs it against the Engine."""
+
+    kind: str                   # http | tcp | exec
+    host_port: int | None       # published port the http/tcp check connects to
+    path: str
+    command: tuple[str, ...]    # exec
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ContainerData:
+    """What creating and probing a container needs beyond its state (`DesiredObject.extra`)."""
+
+    name: str
+    service: str
+    labels: Mapping[str, str]
+    probe: Probe | None
+    volumes: Mapping[str, str]   # Compose volume key -> Engine volume name
+
+
+@dataclass(frozen=True)
+class NamedData:
+    """The Engine name and labels of a network or volume (`DesiredObject.extra`)."""
+
+    name: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
 class Names:
     """How hxpc names things on a Docker Engine, as Compose v2 does for project `<project>-<env>`."""
 
@@ -138,14 +168,14 @@ def desired_objects(doc: Mapping[str, Any], stack: ResolvedStack, names: Names,
         labels = {**names.owner_labels, LABEL_PROJECT: names.compose_project, LABEL_NETWORK: "default"}
         key = names.key("network", "default")
         out[key] = DesiredObject(key, {"driver": "bridge"}, None, replace_on=("*",),
-                                 extra={"name": names.network, "labels": labels})
+                                 extra=NamedData(names.network, labels))
     volume_names: dict[str, str] = {}
     for vkey, vol in sorted((doc.get("volumes") or {}).items()):
         volume_names[vkey] = vol["name"]
         labels = {**vol.get("labels", {}), LABEL_PROJECT: names.compose_project, LABEL_VOLUME: vkey}
         key = names.key("volume", vkey)
         out[key] = DesiredObject(key, {"driver": "local"}, None, replace_on=("*",),
-                                 extra={"name": vol["name"], "labels": labels})
+                                 extra=NamedData(vol["name"], labels))
     for service, svc in sorted(services.items()):
         x = svc["x-hxpc"]
         workload = stack.workloads[x["workload"]]
@@ -165,18 +195,17 @@ def desired_objects(doc: Mapping[str, Any], stack: ResolvedStack, names: Names,
                 LABEL_DEPENDS: ",".join(workload.depends_on),
             }
             probe = workload.probe
-            probe_extra = None
+            check = None
             if probe is not None:
                 host_port = replica["ports"].get(probe.port_name) if probe.port_name else None
-                probe_extra = {"kind": probe.kind, "host_port": host_port, "path": probe.path or "/",
-                               "command": list(probe.command or ()), "timeout_s": probe.timeout_ms / 1000}
+                check = Probe(probe.kind, host_port, probe.path or "/", tuple(probe.command or ()),
+                              probe.timeout_ms / 1000)
             gate = Gate(float(workload.startup_budget_s),
                         max(0.2, probe.interval_ms / 1000) if probe is not None else 1.0)
             key = names.key("container", key_name)
             out[key] = DesiredObject(
                 key, state, workload.name, replace_on=("*",), gate=gate,
-                extra={"name": names.container(key_name), "service": service, "labels": labels,
-                       "probe": probe_extra, "volumes": volume_names})
+                extra=ContainerData(names.container(key_name), service, labels, check, volume_names))
     return out
 
 

@@ -25,15 +25,15 @@ from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine.backend import TransientError
-from hxpc.engine.backends import docker_parse as dp
-from hxpc.engine.backends.docker import DockerBackend, translate
+from hxpc.engine.backends.docker import parse as dp
+from hxpc.engine.backends.docker.backend import DockerBackend, translate
 from hxpc.engine.objects import ObjectKey
 from hxpc.engine.plan import NameClash, make_plan
 from hxpc.engine.render import render_json
 from hxpc.errors import BackendError
 from hxpc.sources import FileSources
 
-PAYLOADS = Path(__file__).parent / "payloads"
+PAYLOADS = Path(__file__).parents[1] / "payloads"
 SCOPE = "smoke-default"
 
 
@@ -119,7 +119,7 @@ def test_a_systemd_units_container_on_the_same_engine_is_not_owned_or_pruned(smo
     other = {"containers": [{"Id": "x", "Names": ["/elsewhere"], "Labels": {**owner, "hxpc.dev/target": "systemd"}}]}
     assert dp.parse_live(other, names) == {}
     # what the backend itself creates is what it owns
-    assert all(smoke.names.owns(d.extra["labels"]) for d in smoke.desired().values())
+    assert all(smoke.names.owns(d.extra.labels) for d in smoke.desired().values())
     # a systemd container whose name is a desired one is in the way: a clash, never adopted or replaced
     systemd_web1 = {"Id": "y", "Names": ["/smoke-default-web-1"],
                     "Labels": {**smoke.names.owner_labels, "hxpc.dev/target": "systemd"}}
@@ -132,18 +132,17 @@ def test_desired_objects_follow_the_compose_document(smoke: DockerBackend) -> No
     desired = smoke.desired()
     assert sorted(k.name for k in desired) == ["db-1", "default", "web-1", "web-2", "web-data"]
     web2 = desired[key("container", "web-2")]
-    assert web2.extra["name"] == "smoke-default-web-2"
+    assert web2.extra.name == "smoke-default-web-2"
     assert web2.state["ports"] == ["127.0.0.1:8081:8080"]
     assert web2.state["secrets"] == {"TOKEN": "tok"}
-    labels = web2.extra["labels"]
+    labels = web2.extra.labels
     assert labels[dp.LABEL_PROJECT] == SCOPE and labels[dp.LABEL_SERVICE] == "web"
     assert labels[dp.LABEL_NUMBER] == "2" and labels[dp.LABEL_ONEOFF] == "False"
     assert labels[dp.LABEL_HASH] == dp.config_hash(web2.state)
     assert json.loads(labels[dp.LABEL_CONFIG]) == web2.state
-    assert web2.extra["probe"] == {"kind": "http", "host_port": 8081, "path": "/health", "command": [],
-                                   "timeout_s": 1.0}
+    assert web2.extra.probe == dp.Probe("http", 8081, "/health", (), 1.0)
     assert web2.gate is not None and web2.gate.interval_s == 1.0 and web2.gate.budget_s == 60
-    assert desired[key("volume", "web-data")].extra["name"] == "smoke-default_web-data"
+    assert desired[key("volume", "web-data")].extra.name == "smoke-default_web-data"
     # without bind_address ports are published on every interface, as Compose does
     assert backend_for(PAYLOADS / "smoke.yaml", bind=None).desired()[key("container", "web-2")].state["ports"] \
         == ["8081:8080"]
@@ -154,8 +153,8 @@ def test_secret_values_are_in_no_state_label_or_hash(tmp_path: Path) -> None:
     backend._environ = {"SMOKE_TOKEN": "s3cr3t-value"}
     backend.resolve_secrets(["tok"])
     want = backend.desired()[key("container", "web-1")]
-    assert "s3cr3t-value" not in json.dumps(dict(want.state)) + json.dumps(dict(want.extra))
-    config = dp.container_config(want.state, want.extra["labels"], "smoke-default_default", want.extra["volumes"],
+    assert "s3cr3t-value" not in json.dumps(dict(want.state)) + repr(want.extra)
+    config = dp.container_config(want.state, want.extra.labels, "smoke-default_default", want.extra.volumes,
                                  {"TOKEN": "s3cr3t-value"}, "web")
     assert "TOKEN=s3cr3t-value" in config["Env"]                  # the one place the value goes
     assert "s3cr3t-value" not in json.dumps(config["Labels"])
@@ -171,7 +170,7 @@ def test_a_missing_secret_names_its_source() -> None:
 
 def test_container_config_is_the_engine_api_body(smoke: DockerBackend) -> None:
     want = smoke.desired()[key("container", "web-2")]
-    config = dp.container_config(want.state, want.extra["labels"], "smoke-default_default", want.extra["volumes"],
+    config = dp.container_config(want.state, want.extra.labels, "smoke-default_default", want.extra.volumes,
                                  {}, "web")
     host = config["HostConfig"]
     assert config["Image"] == "hxpc-test/busybox:1"
@@ -210,14 +209,14 @@ targets:
     desired = {k.name: d for k, d in backend.desired().items() if k.kind == "container"}
     # Compose splits a pinned multi-replica GPU workload into one service per replica
     assert sorted(desired) == ["infer-0-1", "infer-1-1", "plain-1"]
-    bodies = {n: dp.container_config(d.state, d.extra["labels"], "gpu-default_default", {}, {}, d.extra["service"])
+    bodies = {n: dp.container_config(d.state, d.extra.labels, "gpu-default_default", {}, {}, d.extra.service)
               for n, d in desired.items()}
     assert bodies["infer-1-1"]["HostConfig"]["DeviceRequests"] == [
         {"Driver": "nvidia", "Capabilities": [["gpu"]], "Options": {}, "DeviceIDs": ["1"], "Count": 0}]
     assert bodies["infer-1-1"]["HostConfig"]["PortBindings"] == {"9000/tcp": [{"HostIp": "", "HostPort": "9001"}]}
     assert bodies["infer-1-1"]["NetworkingConfig"]["EndpointsConfig"]["gpu-default_default"]["Aliases"] \
         == ["infer-1", "infer"]
-    assert desired["infer-1-1"].extra["labels"][dp.LABEL_REPLICA] == "1"
+    assert desired["infer-1-1"].extra.labels[dp.LABEL_REPLICA] == "1"
     assert bodies["plain-1"]["HostConfig"]["DeviceRequests"][0]["DeviceIDs"] == ["2", "3"]
     counted = dp.device_requests({"reservations": {"devices": [{"driver": "nvidia", "count": 2,
                                                                  "capabilities": ["gpu"]}]}})

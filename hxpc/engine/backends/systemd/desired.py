@@ -24,7 +24,7 @@ from hxpc.compiler.bundle import Meta, emit_target, object_hash
 from hxpc.compiler.model import ResolvedStack, Workload
 from hxpc.compiler.targets import config_of
 from hxpc.compiler.targets import systemd as target
-from hxpc.engine.backends.systemd_parse import SECRET_PATHS, TARGET, parse_unit
+from hxpc.engine.backends.systemd.parse import SECRET_PATHS, TARGET, parse_unit
 from hxpc.engine.objects import DesiredObject, Gate, ObjectKey
 
 SECRET_MODE, SECRET_OWNER = "0600", "root:root"
@@ -42,6 +42,36 @@ class Check:
     # an exec check's argv prefix that runs `command` where the spec means it: `docker exec <container>`,
     # or `systemd-run` as the native unit's user; kept apart so failures name the spec's own command
     wrapper: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnitData:
+    """What writing and gating a unit object needs (`DesiredObject.extra`): its files' text, the instances
+    it runs on this host, and each instance's check."""
+
+    texts: Mapping[str, str]
+    instances: tuple[str, ...]
+    checks: Mapping[str, Check]
+
+
+@dataclass(frozen=True)
+class SecretData:
+    """What writing a secret file needs (`DesiredObject.extra`): the references it holds, the unit object
+    whose instances read it, and its path on the host."""
+
+    refs: Mapping[str, Mapping[str, str]]
+    unit: ObjectKey
+    path: str
+
+
+def unit_data(want: DesiredObject) -> UnitData:
+    assert isinstance(want.extra, UnitData), want.key
+    return want.extra
+
+
+def secret_data(want: DesiredObject) -> SecretData:
+    assert isinstance(want.extra, SecretData), want.key
+    return want.extra
 
 
 def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, DesiredObject]:
@@ -66,7 +96,7 @@ def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, Desired
         out[key] = DesiredObject(
             key, {"files": {rel: parse_unit(texts[rel]) for rel in sorted(texts)}, "enabled": sorted(instances)},
             workload=w.name, gate=gate,
-            extra={"texts": dict(sorted(texts.items())), "instances": sorted(instances), "checks": checks})
+            extra=UnitData(dict(sorted(texts.items())), tuple(sorted(instances)), checks))
         if w.secrets:
             refs = secret_refs(stack, w)
             skey = ObjectKey(TARGET, host, "secret", f"{w.name}.env")
@@ -74,7 +104,7 @@ def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, Desired
             state = {"path": path, "mode": SECRET_MODE, "owner": SECRET_OWNER, "vars": sorted(refs),
                      "refs": object_hash(refs)}
             out[skey] = DesiredObject(skey, state, workload=w.name, secret_paths=SECRET_PATHS, gate=gate,
-                                      extra={"refs": refs, "unit": key, "path": path})
+                                      extra=SecretData(refs, key, path))
     return out
 
 

@@ -16,6 +16,7 @@ compares this drawing with HxpcError's subclasses, so it cannot drift.
     ├── StalePlan (exit 4)              a saved plan no longer matches the live system
     ├── LockHeld (exit 4)               another apply holds the lock
     │   └── LockHeldBy (exit 4)         [hxpc.engine.lock] with the holder and since when
+    ├── NeedsPermission (exit 4)        [hxpc.engine.plan] the plan holds actions refused without a flag
     └── Interrupted (exit 130)          SIGINT/SIGTERM
         └── ApplyInterrupted (exit 130) [hxpc.engine.report] during apply, with what was applied so far
 """

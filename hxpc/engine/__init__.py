@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backend import Backend, read_live, retry_transient
+from hxpc.engine.backend import Backend, PlanWarnings, read_live, retry_transient
 from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
 from hxpc.engine.plan import Plan, load_plan, make_plan
 from hxpc.engine.progress import make_progress
@@ -28,12 +28,15 @@ def plan_live(backends: Mapping[str, Backend], waves: Sequence[Sequence[str]], *
     """Read every backend once (transient failures retried) and plan against what is live."""
     desired: dict[ObjectKey, DesiredObject] = {}
     live: dict[ObjectKey, LiveObject] = {}
+    warnings: list[str] = []
     for target in sorted(backends):
         backend = backends[target]
         desired.update(backend.desired())
         live.update(retry_transient(lambda b=backend: read_live(b)))  # type: ignore[misc]
+        if isinstance(backend, PlanWarnings):
+            warnings += [f"{target}: {w}" for w in backend.plan_warnings()]
     return make_plan(desired, live, waves, project=project, env=env, spec_hash=spec_hash,
-                     targets=[*targets, *backends], spec_file=spec_file)
+                     targets=[*targets, *backends], spec_file=spec_file, warnings=warnings)
 
 
 __all__ = [

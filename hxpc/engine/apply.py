@@ -1,6 +1,7 @@
 """The executor: carry out a plan wave by wave, behind health gates, under the lock, or roll back.
 
-`apply` refuses a plan made for another environment or spec, takes every
+`apply` refuses a plan made for another environment or spec, or holding an
+action its backend refuses without a permission (`NeedsPermission`), takes every
 touched target's lock, re-reads only the objects the plan touches and refuses
 a stale plan (nothing has been touched yet at that point). Then each wave's
 actions run in parallel (`parallelism` workers); transient failures are
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 from hxpc.engine.backend import ActionContext, Backend, HealthResult, Preflight, TransientError, WaveHooks, read_live
 from hxpc.engine.lock import LockHandle, LockInfo, lock_ttl, new_lock_info
 from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
-from hxpc.engine.plan import Action, Plan, check_fresh, check_matches
+from hxpc.engine.plan import Action, NeedsPermission, Plan, check_fresh, check_matches
 from hxpc.engine.progress import Event, Progress
 from hxpc.engine.report import ActionResult, ApplyFailed, ApplyInterrupted, ApplyReport, WaveResult
 from hxpc.errors import HxpcError, LockHeld, StalePlan, UsageError
@@ -292,6 +293,8 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
     try:
         run.emit("start", message=f"{plan.project}/{plan.env}: {plan.summary_line()}")
         check_matches(plan, env=env, spec_hash=spec_hash, project=project)
+        if plan.refused:
+            raise NeedsPermission(plan.refused)
         used = sorted({a.key.target for a in plan.touched})
         missing = [t for t in used if t not in backends]
         if missing:
@@ -328,7 +331,7 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
         return run.report
     except _Stop:
         raise run.interrupted() from None
-    except (StalePlan, LockHeld, UsageError) as exc:
+    except (StalePlan, LockHeld, UsageError, NeedsPermission) as exc:
         run.report.outcome, run.report.message = "refused", str(exc).splitlines()[0]
         raise
     except ApplyFailed:

@@ -121,6 +121,15 @@ class Preflight(Protocol):
     def prepare(self, actions: Sequence[Action]) -> None: ...
 
 
+@runtime_checkable
+class PlanWarnings(Protocol):
+    """Optional for a backend: what its last full read found that a human should know before applying
+    (a workload that cannot be scheduled, objects skipped because the live system cannot hold them); the
+    plan shows them first."""
+
+    def plan_warnings(self) -> Sequence[str]: ...
+
+
 def read_live(backend: Backend, keys: Collection[ObjectKey] | None = None) -> LiveState:
     return backend.parse(backend.read_raw(keys))
 

@@ -67,6 +67,20 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
     return tuple(found[p] for p in sorted(found, key=_path_key))
 
 
+def attribute(changes: Sequence[Change], writers: Mapping[FieldPath, str]) -> tuple[Change, ...]:
+    """The changes with `by` set to whoever wrote the live value outside hxpc: the writers of the changed path,
+    of a field inside it (a list changes as a whole) or of the field holding it."""
+    if not writers:
+        return tuple(changes)
+    out = []
+    for change in changes:
+        path = change.path
+        names = sorted({who for where, who in writers.items()
+                        if where[: len(path)] == path or path[: len(where)] == where})
+        out.append(Change(change.op, path, change.old, change.new, ", ".join(names)) if names else change)
+    return tuple(out)
+
+
 def creation_changes(new: Mapping[str, Any], secret_paths: Iterable[FieldPath] = ()) -> tuple[Change, ...]:
     """What a create sets: one `add` per top-level field."""
     secrets = list(secret_paths)
@@ -93,15 +107,16 @@ def describe(change: Change) -> str:
     if change.op == "add":
         return f"{where} added"
     if change.op == "remove":
-        return f"{where} removed"
+        return f"{where} removed" + (f" (added outside hxpc by {change.by})" if change.by else "")
     old, new = change.old, change.new
     if change.path and change.path[-1] == "image" and isinstance(old, str) and isinstance(new, str):
         a, b = _image_parts(old), _image_parts(new)
         if a and b and a[0] == b[0]:  # same repository: the tags say it all
             old, new = a[1], b[1]
+    outside = f" (changed outside hxpc by {change.by})" if change.by else ""
     if old == SENSITIVE and new == SENSITIVE:
-        return f"{where} changed (sensitive)"
-    return f"{where} {short(old)} -> {short(new)}"
+        return f"{where} changed (sensitive){outside}"
+    return f"{where} {short(old)} -> {short(new)}{outside}"
 
 
 def summarize(changes: Sequence[Change], most: int = 2) -> str:
@@ -115,4 +130,4 @@ def summarize(changes: Sequence[Change], most: int = 2) -> str:
     return f"{text} and {rest} more" if rest > 0 else text
 
 
-__all__ = ["creation_changes", "describe", "diff_states", "format_path", "short", "summarize"]
+__all__ = ["attribute", "creation_changes", "describe", "diff_states", "format_path", "short", "summarize"]

@@ -9,6 +9,14 @@ marks paths whose values are shown as `(sensitive)` in every change, plan and
 rendering, so a backend that reads a value back cannot leak it. The live
 `fingerprint` is a hash of the redacted state and the object's identity: it is
 what a saved plan was made against.
+
+A backend whose live system can say more than "equal or not" fills in the
+optional fields: a desired object's `phase` (its place before or after the
+workload waves), a live object's `target_state` (what applying the desired
+object would make of it, as the live system computed it: a server-side dry
+run), `must_replace` (the live system refuses an in-place change, and why),
+`keep` (an owned object the spec no longer has that is kept rather than
+pruned, and why) and `writers` (who set which field outside hxpc).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SENSITIVE = "(sensitive)"
@@ -63,7 +71,13 @@ class DesiredObject:
     e.g. a network), which places it in a wave. `replace_on` lists top-level state keys whose
     change needs the object recreated rather than updated in place (`"*"`: any change).
     `extra` carries what apply needs but the diff ignores (names, labels, probes, secret references): a
-    frozen dataclass of the backend's own, which the backend narrows by type, never a dict read by key."""
+    frozen dataclass of the backend's own, which the backend narrows by type, never a dict read by key.
+
+    `phase` places the object relative to the workload waves: negative phases run before every wave (lowest
+    first, whatever the workload), 0 runs in its workload's wave (or before every wave when it has none),
+    positive phases after every wave (lowest first). `after_deletes` runs it after every delete (a record of
+    what the apply leaves, written only once the prune it describes succeeded). `replace_refusal`, when set,
+    refuses a replace of this object and says how to allow it (e.g. "pass --allow-replace")."""
 
     key: ObjectKey
     state: Mapping[str, Any]
@@ -73,13 +87,23 @@ class DesiredObject:
     gate: Gate | None = None
     should_run: bool = True
     extra: object = None
+    phase: int = 0
+    after_deletes: bool = False
+    replace_refusal: str = ""
 
 
 @dataclass(frozen=True)
 class LiveObject:
     """What exists. Only `owned` objects (carrying this project's and environment's ownership
     labels) may be changed or deleted. `version` is the live instance's identity (a container
-    id): part of the fingerprint, not of the diff. `running` is None where it does not apply."""
+    id): part of the fingerprint, not of the diff. `running` is None where it does not apply.
+
+    `target_state`, when set, is what the live system says applying the desired object would make of this
+    one (same shape as `state`): the plan diffs `state` against it instead of the desired state, so defaults
+    and fields that others own compare equal. `must_replace` says why the live system refuses to change it
+    in place. `keep` says why an owned object the spec no longer has is kept instead of pruned (and how to
+    allow the delete). `writers` maps field paths to whoever last set them outside hxpc, for the plan to
+    name them."""
 
     key: ObjectKey
     state: Mapping[str, Any]
@@ -90,6 +114,10 @@ class LiveObject:
     version: str | None = None
     running: bool | None = None
     status: str = ""
+    target_state: Mapping[str, Any] | None = None
+    must_replace: str = ""
+    keep: str = ""
+    writers: Mapping[FieldPath, str] = field(default_factory=dict)
 
     @property
     def fingerprint(self) -> str:
@@ -102,26 +130,31 @@ RawState = Any  # whatever a backend's read_raw returns; only its own parse read
 
 @dataclass(frozen=True)
 class Change:
-    """One field-level difference between live (`old`) and desired (`new`), already redacted."""
+    """One field-level difference between live (`old`) and desired (`new`), already redacted; `by` names who
+    set the live value outside hxpc, when the live system records it (a Kubernetes field manager)."""
 
     op: ChangeOp
     path: FieldPath
     old: Any = None
     new: Any = None
+    by: str = ""
 
     @property
     def where(self) -> str:
         return format_path(self.path)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"op": self.op, "path": list(self.path), "old": self.old, "new": self.new}
+        out = {"op": self.op, "path": list(self.path), "old": self.old, "new": self.new}
+        if self.by:
+            out["by"] = self.by
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Change:
         op = data["op"]
         if op not in ("add", "remove", "change"):
             raise ValueError(f"unknown change op {op!r}")
-        return cls(op, tuple(data["path"]), data.get("old"), data.get("new"))
+        return cls(op, tuple(data["path"]), data.get("old"), data.get("new"), str(data.get("by") or ""))
 
 
 def format_path(path: FieldPath) -> str:

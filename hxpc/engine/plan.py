@@ -2,13 +2,17 @@
 
 `make_plan` is pure: for every desired object it chooses create, update,
 replace, restart or noop (with a reason), every owned live object the spec no
-longer has becomes a delete, and a live object with a desired name that is not
-this project's and environment's is a `NameClash` raised before anything is
-touched. Waves follow the dependency graph: shared objects (networks, volumes)
-first, then the workload waves, then deletes in reverse dependency order. A
-plan serializes to versioned JSON (see `Plan.to_dict`); `check_matches` and
-`check_fresh` refuse a saved plan whose environment, spec or touched live
-objects changed since it was made.
+longer has becomes a delete (or is kept, when its backend says why, e.g. it
+holds data), and a live object with a desired name that is not this project's
+and environment's is a `NameClash` raised before anything is touched. A
+replace the backend refuses without an explicit permission is planned with
+the refusal, and `apply` refuses the whole plan (`NeedsPermission`, exit 4).
+Waves follow the dependency graph: objects placed before the waves (negative
+phases, then shared objects such as networks), the workload waves, objects
+placed after them (positive phases), deletes in reverse dependency order, and
+last what runs after the deletes. A plan serializes to versioned JSON (see
+`Plan.to_dict`); `check_matches` and `check_fresh` refuse a saved plan whose
+environment, spec or touched live objects changed since it was made.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from hxpc.engine.diff import creation_changes, diff_states, short, summarize
+from hxpc.engine.diff import attribute, creation_changes, diff_states, short, summarize
 from hxpc.engine.objects import (
     Change,
     DesiredObject,
@@ -30,12 +34,27 @@ from hxpc.engine.objects import (
     fingerprint,
     format_path,
 )
-from hxpc.errors import BackendError, StalePlan, UsageError
+from hxpc.errors import BackendError, HxpcError, StalePlan, UsageError
 
 FORMAT_VERSION = 1
-ActionKind = Literal["create", "update", "replace", "delete", "restart", "noop"]
-KINDS: tuple[ActionKind, ...] = ("create", "update", "replace", "delete", "restart", "noop")
-SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "restart": "~", "noop": " "}
+ActionKind = Literal["create", "update", "replace", "delete", "restart", "keep", "noop"]
+KINDS: tuple[ActionKind, ...] = ("create", "update", "replace", "delete", "restart", "keep", "noop")
+SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "restart": "~", "keep": "=",
+                           "noop": " "}
+UNTOUCHED: frozenset[str] = frozenset({"noop", "keep"})
+
+
+class NeedsPermission(HxpcError):
+    """The plan holds actions its backend refuses without an explicit permission (e.g. `--allow-replace`);
+    nothing was touched (exit 4)."""
+
+    exit_code = 4
+
+    def __init__(self, actions: Sequence[Action]):
+        self.actions = list(actions)
+        lines = [f"  {a.key}: {a.kind} refused: {a.refused}" for a in self.actions]
+        super().__init__("refusing to apply; the plan holds actions that need an explicit permission:\n"
+                         + "\n".join(lines))
 
 
 class NameClash(BackendError):
@@ -58,15 +77,19 @@ class Action:
     fingerprint: str | None = None     # of the live object planned against; None when absent
     desired_hash: str | None = None    # of the desired state; None for deletes
     workload: str | None = None
+    refused: str = ""                  # why apply refuses this action unless permitted, and how to permit it
 
     @property
     def touches(self) -> bool:
-        return self.kind != "noop"
+        return self.kind not in UNTOUCHED
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "key": self.key.to_dict(), "address": str(self.key), "wave": self.wave,
-                "workload": self.workload, "reason": self.reason, "changes": [c.to_dict() for c in self.changes],
-                "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
+        out = {"kind": self.kind, "key": self.key.to_dict(), "address": str(self.key), "wave": self.wave,
+               "workload": self.workload, "reason": self.reason, "changes": [c.to_dict() for c in self.changes],
+               "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
+        if self.refused:
+            out["refused"] = self.refused
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
@@ -75,7 +98,7 @@ class Action:
             raise ValueError(f"unknown action kind {kind!r}")
         return cls(kind, ObjectKey.from_dict(data["key"]), int(data["wave"]), str(data["reason"]),
                    tuple(Change.from_dict(c) for c in data.get("changes", [])), data.get("fingerprint"),
-                   data.get("desired_hash"), data.get("workload"))
+                   data.get("desired_hash"), data.get("workload"), str(data.get("refused") or ""))
 
 
 @dataclass(frozen=True)
@@ -86,10 +109,15 @@ class Plan:
     targets: tuple[str, ...]
     actions: tuple[Action, ...]
     spec_file: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def touched(self) -> tuple[Action, ...]:
         return tuple(a for a in self.actions if a.touches)
+
+    @property
+    def refused(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.refused)
 
     @property
     def has_changes(self) -> bool:
@@ -109,29 +137,39 @@ class Plan:
     def summary_line(self) -> str:
         n = self.counts()
         if not self.has_changes:
-            return "No changes. The live state matches the spec."
+            kept = f" {n['keep']} object(s) the spec no longer has are kept (see each)." if n["keep"] else ""
+            return "No changes. The live state matches the spec." + kept
         line = (f"Plan: {n['create']} to add, {n['update']} to change, {n['replace']} to replace, "
                 f"{n['delete']} to destroy")
-        return line + (f", {n['restart']} to restart." if n["restart"] else ".")
+        line += f", {n['restart']} to restart" if n["restart"] else ""
+        line += f", {n['keep']} kept" if n["keep"] else ""
+        line += "." if not self.refused else f"; {len(self.refused)} refused without a permission (see each)."
+        return line
 
     def to_dict(self) -> dict[str, Any]:
         """The saved-plan format, version 1 (`hxpc plan -o PLAN`, `--format json`).
 
         Top level: `format_version` (1), `project`, `env`, `spec_file` (as given to
         `hxpc plan`), `spec_hash` (of the merged spec; `apply PLAN` refuses another),
-        `targets`, `summary` (count per action kind) and `actions`, ordered by wave and
-        then by address. Each action: `kind` (create|update|replace|delete|restart|noop),
+        `targets`, `summary` (count per action kind), `warnings` (what the backends
+        want a human to read: infeasible placements, skipped objects) and `actions`,
+        ordered by wave and then by address. Each action: `kind`
+        (create|update|replace|delete|restart|keep|noop; keep: an owned object the spec
+        no longer has, kept rather than pruned, with the reason),
         `key` {target, scope, kind, name}, `address` (`target:scope/kind/name`), `wave`
         (0-based execution order; deletes come after every create and update),
         `workload` (the spec service or model, or null for shared objects), `reason`,
         `changes` [{op: add|remove|change, path: [keys and list indexes], old, new}]
-        with secret values shown as "(sensitive)", `fingerprint` (hash of the live
-        object planned against, null when absent) and `desired_hash`. No timestamps:
-        the same spec and live state give byte-identical JSON.
+        with secret values shown as "(sensitive)" (and `by`, who set the live value
+        outside hxpc, when known), `fingerprint` (hash of the live object planned
+        against, null when absent), `desired_hash`, and `refused` when apply refuses
+        it without a permission (the text says which). No timestamps: the same spec
+        and live state give byte-identical JSON.
         """
         return {"format_version": FORMAT_VERSION, "project": self.project, "env": self.env,
                 "spec_file": self.spec_file, "spec_hash": self.spec_hash, "targets": list(self.targets),
-                "summary": self.counts(), "actions": [a.to_dict() for a in self.actions]}
+                "summary": self.counts(), "warnings": list(self.warnings),
+                "actions": [a.to_dict() for a in self.actions]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
@@ -141,7 +179,7 @@ class Plan:
         try:
             return cls(str(data["project"]), str(data["env"]), str(data["spec_hash"]),
                        tuple(data["targets"]), tuple(Action.from_dict(a) for a in data["actions"]),
-                       str(data.get("spec_file", "")))
+                       str(data.get("spec_file", "")), tuple(str(w) for w in data.get("warnings", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise UsageError(f"saved plan is malformed: {exc}") from None
 
@@ -182,21 +220,44 @@ def _delete_rank(obj: LiveObject, ranks: dict[str, int], live_deps: dict[str, tu
     return depth(name, frozenset())
 
 
-def _decide(want: DesiredObject, have: LiveObject | None) -> tuple[ActionKind, str, tuple[Change, ...]]:
+def _decide(want: DesiredObject, have: LiveObject | None) -> tuple[ActionKind, str, tuple[Change, ...], str]:
+    """The action kind, its reason, the changes, and why it is refused ("" when it is not)."""
     secrets = want.secret_paths | (have.secret_paths if have else frozenset())
     if have is None:
-        return "create", "new in spec", creation_changes(want.state, secrets)
-    changes = diff_states(have.state, want.state, secrets)
+        return "create", "new in spec", creation_changes(want.state, secrets), ""
+    target = want.state if have.target_state is None else have.target_state
+    changes = attribute(diff_states(have.state, target, secrets), have.writers)
+    if have.must_replace:
+        return "replace", f"{have.must_replace}: {summarize(changes)}", changes, want.replace_refusal
     if changes:
         replace = "*" in want.replace_on or any(c.path[0] in want.replace_on for c in changes if c.path)
-        return ("replace" if replace else "update"), summarize(changes), changes
+        if replace:
+            return "replace", summarize(changes), changes, want.replace_refusal
+        return "update", summarize(changes), changes, ""
     if want.should_run and have.running is False:
-        return "restart", f"not running ({have.status or 'stopped'})", ()
-    return "noop", "unchanged", ()
+        return "restart", f"not running ({have.status or 'stopped'})", (), ""
+    return "noop", "unchanged", (), ""
+
+
+Rank = tuple[int, int]
+_BEFORE, _WAVES, _AFTER, _DELETES, _FINAL = range(5)
+
+
+def _apply_rank(want: DesiredObject, ranks: dict[str, int], last: int) -> Rank:
+    if want.after_deletes:
+        return (_FINAL, 0)
+    if want.phase < 0:
+        return (_BEFORE, want.phase)
+    if want.phase > 0:
+        return (_AFTER, want.phase)
+    if want.workload is None:
+        return (_BEFORE, 0)
+    return (_WAVES, ranks.get(want.workload, last))
 
 
 def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves: Sequence[Sequence[str]], *,
-              project: str, env: str, spec_hash: str, targets: Iterable[str] = (), spec_file: str = "") -> Plan:
+              project: str, env: str, spec_hash: str, targets: Iterable[str] = (), spec_file: str = "",
+              warnings: Iterable[str] = ()) -> Plan:
     """The plan from desired objects, live objects (owned or clashing) and the workload waves."""
     clashes = sorted(k for k in desired if k in live and not live[k].owned)
     if clashes:
@@ -204,30 +265,30 @@ def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves
     ranks = _ranks(waves)
     last = len(waves)
     live_deps = {o.workload: o.depends_on for o in live.values() if o.workload and o.depends_on}
-    pending: list[tuple[str, int, ObjectKey, ActionKind, str, tuple[Change, ...], str | None, str | None,
-                        str | None]] = []
+    pending: list[tuple[Rank, ObjectKey, ActionKind, str, tuple[Change, ...], str | None, str | None,
+                        str | None, str]] = []
     for key, want in desired.items():
         have = live.get(key)
-        kind, reason, changes = _decide(want, have)
-        rank = -1 if want.workload is None else ranks.get(want.workload, last)
-        pending.append(("apply", rank, key, kind, reason, changes, fingerprint(have) if have else None,
-                        desired_hash(want), want.workload))
+        kind, reason, changes, refused = _decide(want, have)
+        pending.append((_apply_rank(want, ranks, last), key, kind, reason, changes,
+                        fingerprint(have) if have else None, desired_hash(want), want.workload, refused))
     seen: dict[str, int] = {}
     for key, have in live.items():
         if key in desired or not have.owned:
             continue  # objects that are not ours and not in the way are none of our business
-        rank = _delete_rank(have, ranks, live_deps, seen)
-        pending.append(("delete", rank, key, "delete", "not in spec: prune", (), fingerprint(have), None,
-                        have.workload))
-    apply_ranks = sorted({p[1] for p in pending if p[0] == "apply"})
-    delete_ranks = sorted({p[1] for p in pending if p[0] == "delete"}, reverse=True)
-    number = {("apply", r): i for i, r in enumerate(apply_ranks)}
-    number.update({("delete", r): len(apply_ranks) + i for i, r in enumerate(delete_ranks)})
-    actions = sorted((Action(kind, key, number[(phase, rank)], reason, changes, fp, dh, workload)
-                      for phase, rank, key, kind, reason, changes, fp, dh, workload in pending),
+        # deepest dependency first; shared objects (rank -1) after every workload
+        rank = (_DELETES, -_delete_rank(have, ranks, live_deps, seen))
+        if have.keep:
+            pending.append((rank, key, "keep", have.keep, (), fingerprint(have), None, have.workload, ""))
+        else:
+            pending.append((rank, key, "delete", "not in spec: prune", (), fingerprint(have), None, have.workload,
+                            ""))
+    number = {r: i for i, r in enumerate(sorted({p[0] for p in pending}))}
+    actions = sorted((Action(kind, key, number[rank], reason, changes, fp, dh, workload, refused)
+                      for rank, key, kind, reason, changes, fp, dh, workload, refused in pending),
                      key=lambda a: (a.wave, a.key))
     all_targets = set(targets) | {k.target for k in desired} | {k.target for k in live}
-    return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file)
+    return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file, tuple(warnings))
 
 
 def check_matches(plan: Plan, *, env: str, spec_hash: str, project: str | None = None) -> None:

@@ -1,8 +1,9 @@
 """Views of a plan: text for a terminal, markdown for a pull-request comment, JSON to save and apply.
 
 The text view reads like `terraform plan`: each wave, each action with its
-symbol (+ create, ~ update or restart, -/+ replace, - destroy) and reason,
-its field-level changes beneath, and the summary line. The markdown view puts
+symbol (+ create, ~ update or restart, -/+ replace, - destroy, = kept) and
+reason, its field-level changes beneath, and the summary line; the backends'
+warnings come first, and an action apply would refuse says so and why. The markdown view puts
 a table per target and service first and folds the details, and never
 exceeds 60 KB (GitHub refuses comments over 65,536 characters): what does not
 fit is cut at a line with a note saying so. The JSON view is the saved-plan
@@ -23,10 +24,10 @@ from hxpc.engine.plan import KINDS, SYMBOLS, Action, Plan
 MARKDOWN_LIMIT = 60 * 1024
 _VALUE_LIMIT = 200
 _CHANGE_SYMBOL = {"add": "+", "remove": "-", "change": "~"}
-_MD_SYMBOL = {"create": "+", "update": "!", "replace": "!", "restart": "!", "delete": "-", "noop": " "}
+_MD_SYMBOL = {"create": "+", "update": "!", "replace": "!", "restart": "!", "delete": "-", "keep": "#", "noop": " "}
 _MD_CHANGE = {"add": "+", "remove": "-", "change": "!"}
 _VERBS = {"create": "create", "update": "update in place", "replace": "replace", "restart": "restart",
-          "delete": "destroy", "noop": "unchanged"}
+          "delete": "destroy", "keep": "kept, not pruned", "noop": "unchanged"}
 
 
 def _value(value: Any) -> str:
@@ -35,24 +36,35 @@ def _value(value: Any) -> str:
 
 
 def change_line(change: Change) -> str:
+    by = f"   (changed outside hxpc by {change.by})" if change.by else ""
     if change.op == "add":
-        return f"{change.where} = {_value(change.new)}"
+        return f"{change.where} = {_value(change.new)}{by}"
     if change.op == "remove":
-        return f"{change.where} = {_value(change.old)}"
-    return f"{change.where}: {_value(change.old)} -> {_value(change.new)}"
+        return f"{change.where} = {_value(change.old)}{by}"
+    return f"{change.where}: {_value(change.old)} -> {_value(change.new)}{by}"
+
+
+def _head(action: Action) -> str:
+    refused = f" REFUSED: {action.refused}" if action.refused else ""
+    return f"{action.key}  ({_VERBS[action.kind]}: {action.reason}){refused}"
 
 
 def _action_lines(action: Action, symbols: dict[str, str], change_symbols: dict[str, str]) -> list[str]:
-    lines = [f"{symbols[action.kind]:>3} {action.key}  ({_VERBS[action.kind]}: {action.reason})"]
+    lines = [f"{symbols[action.kind]:>3} {_head(action)}"]
     lines += [f"      {change_symbols[c.op]} {change_line(c)}" for c in action.changes]
     return lines
 
 
 def _diff_lines(action: Action) -> list[str]:
     """For a ```diff block: the symbol must be in column 0 for GitHub to colour the line."""
-    lines = [f"{_MD_SYMBOL[action.kind]} {action.key}  ({_VERBS[action.kind]}: {action.reason})"]
+    lines = [f"{_MD_SYMBOL[action.kind]} {_head(action)}"]
     lines += [f"{_MD_CHANGE[c.op]}     {change_line(c)}" for c in action.changes]
     return lines
+
+
+def _shown(action: Action) -> bool:
+    """Worth a line without --show-unchanged: a change, or an object kept rather than pruned."""
+    return action.kind != "noop"
 
 
 def _wave_title(wave: int, actions: Iterable[Action]) -> str:
@@ -63,10 +75,12 @@ def _wave_title(wave: int, actions: Iterable[Action]) -> str:
 def render_text(plan: Plan, show_unchanged: bool = False) -> str:
     lines = [f"hxpc plan for {plan.project}/{plan.env} (spec {plan.spec_hash}; targets: {', '.join(plan.targets)})",
              ""]
-    if plan.has_changes:
-        lines += ["Symbols: + create, ~ update in place or restart, -/+ replace, - destroy", ""]
+    if plan.warnings:
+        lines += [*(f"Warning: {w}" for w in plan.warnings), ""]
+    if plan.has_changes or plan.counts()["keep"]:
+        lines += ["Symbols: + create, ~ update in place or restart, -/+ replace, - destroy, = kept", ""]
     for wave, actions in plan.waves():
-        shown = [a for a in actions if a.touches or show_unchanged]
+        shown = [a for a in actions if _shown(a) or show_unchanged]
         if not shown:
             continue
         lines.append(_wave_title(wave, shown) + ":")
@@ -90,13 +104,15 @@ def _table(plan: Plan, target: str) -> list[str]:
         if a.key.target == target:
             row = rows.setdefault(a.workload or "", dict.fromkeys(KINDS, 0))
             row[a.kind] += 1
-    lines = [f"### {target}", "", "| service | add | change | replace | destroy | restart | unchanged |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    kept = any(n["keep"] for n in rows.values())  # the column only when something is kept
+    lines = [f"### {target}", "", "| service | add | change | replace | destroy | restart | "
+             + ("kept | " if kept else "") + "unchanged |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |" + (" ---: |" if kept else "")]
     for name in sorted(rows):
         n = rows[name]
         label = f"`{name}`" if name else "*(shared)*"
         lines.append(f"| {label} | {n['create']} | {n['update']} | {n['replace']} | {n['delete']} | "
-                     f"{n['restart']} | {n['noop']} |")
+                     f"{n['restart']} | " + (f"{n['keep']} | " if kept else "") + f"{n['noop']} |")
     return [*lines, ""]
 
 
@@ -130,6 +146,9 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
     out = _Budget(limit - len(note.format(10**9, limit // 1024).encode()) - 1)  # the note always fits
     out.add(f"## hxpc plan: `{plan.project}` / `{plan.env}`", "",
             f"**{plan.summary_line()}** Spec `{plan.spec_hash}`; {n['noop']} object(s) unchanged.", "")
+    for warning in plan.warnings:
+        if out.fits(f"> **Warning:** {warning}", ""):
+            out.add(f"> **Warning:** {warning}", "")
     cut = 0
     for target in plan.targets:
         for line in _table(plan, target):
@@ -138,7 +157,7 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
             else:
                 out.add(line)
     for target in plan.targets:
-        body = [line for a in plan.actions if a.key.target == target and a.touches for line in _diff_lines(a)]
+        body = [line for a in plan.actions if a.key.target == target and _shown(a) for line in _diff_lines(a)]
         if not body:
             continue
         fence = _fence(body)

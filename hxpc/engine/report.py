@@ -72,6 +72,9 @@ class ApplyReport:
         noops = sum(1 for a in self.plan.actions if a.kind == "noop")
         if noops:
             out[("noop", "unchanged")] = noops
+        kept = sum(1 for a in self.plan.actions if a.kind == "keep")
+        if kept:
+            out[("keep", "kept")] = kept
         return out
 
     def to_dict(self) -> dict[str, Any]:

@@ -119,7 +119,8 @@ def test_json_is_versioned_and_complete() -> None:
     assert data["format_version"] == 1
     assert (data["project"], data["env"], data["spec_hash"], data["targets"]) == ("hxp", "dev", "0123456789abcdef",
                                                                                   ["compose"])
-    assert data["summary"] == {"create": 1, "update": 1, "replace": 1, "delete": 1, "restart": 0, "noop": 2}
+    assert data["summary"] == {"create": 1, "update": 1, "replace": 1, "delete": 1, "restart": 0, "keep": 0,
+                               "noop": 2}
     first = data["actions"][0]
     assert set(first) == {"kind", "key", "address", "wave", "workload", "reason", "changes", "fingerprint",
                           "desired_hash"}

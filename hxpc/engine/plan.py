@@ -78,6 +78,7 @@ class Action:
     desired_hash: str | None = None    # of the desired state; None for deletes
     workload: str | None = None
     refused: str = ""                  # why apply refuses this action unless permitted, and how to permit it
+    version: str | None = None         # the live object's identity planned against (a uid, resourceVersion)
 
     @property
     def touches(self) -> bool:
@@ -89,6 +90,8 @@ class Action:
                "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
         if self.refused:
             out["refused"] = self.refused
+        if self.version is not None:
+            out["version"] = self.version
         return out
 
     @classmethod
@@ -98,7 +101,8 @@ class Action:
             raise ValueError(f"unknown action kind {kind!r}")
         return cls(kind, ObjectKey.from_dict(data["key"]), int(data["wave"]), str(data["reason"]),
                    tuple(Change.from_dict(c) for c in data.get("changes", [])), data.get("fingerprint"),
-                   data.get("desired_hash"), data.get("workload"), str(data.get("refused") or ""))
+                   data.get("desired_hash"), data.get("workload"), str(data.get("refused") or ""),
+                   data.get("version"))
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,10 @@ class Plan:
         with secret values shown as "(sensitive)" (and `by`, who set the live value
         outside hxpc, when known), `fingerprint` (hash of the live object planned
         against, null when absent), `desired_hash`, and `refused` when apply refuses
-        it without a permission (the text says which). No timestamps: the same spec
-        and live state give byte-identical JSON.
+        it without a permission (the text says which), and `version`, the live
+        object's identity planned against where the live system has one (a
+        container id; a Kubernetes object's `uid/resourceVersion`). No timestamps:
+        the same spec and live state give byte-identical JSON.
         """
         return {"format_version": FORMAT_VERSION, "project": self.project, "env": self.env,
                 "spec_file": self.spec_file, "spec_hash": self.spec_hash, "targets": list(self.targets),
@@ -266,12 +272,13 @@ def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves
     last = len(waves)
     live_deps = {o.workload: o.depends_on for o in live.values() if o.workload and o.depends_on}
     pending: list[tuple[Rank, ObjectKey, ActionKind, str, tuple[Change, ...], str | None, str | None,
-                        str | None, str]] = []
+                        str | None, str, str | None]] = []
     for key, want in desired.items():
         have = live.get(key)
         kind, reason, changes, refused = _decide(want, have)
         pending.append((_apply_rank(want, ranks, last), key, kind, reason, changes,
-                        fingerprint(have) if have else None, desired_hash(want), want.workload, refused))
+                        fingerprint(have) if have else None, desired_hash(want), want.workload, refused,
+                        have.version if have else None))
     seen: dict[str, int] = {}
     for key, have in live.items():
         if key in desired or not have.owned:
@@ -279,13 +286,14 @@ def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves
         # deepest dependency first; shared objects (rank -1) after every workload
         rank = (_DELETES, -_delete_rank(have, ranks, live_deps, seen))
         if have.keep:
-            pending.append((rank, key, "keep", have.keep, (), fingerprint(have), None, have.workload, ""))
+            pending.append((rank, key, "keep", have.keep, (), fingerprint(have), None, have.workload, "",
+                            have.version))
         else:
             pending.append((rank, key, "delete", "not in spec: prune", (), fingerprint(have), None, have.workload,
-                            ""))
+                            "", have.version))
     number = {r: i for i, r in enumerate(sorted({p[0] for p in pending}))}
-    actions = sorted((Action(kind, key, number[rank], reason, changes, fp, dh, workload, refused)
-                      for rank, key, kind, reason, changes, fp, dh, workload, refused in pending),
+    actions = sorted((Action(kind, key, number[rank], reason, changes, fp, dh, workload, refused, version)
+                      for rank, key, kind, reason, changes, fp, dh, workload, refused, version in pending),
                      key=lambda a: (a.wave, a.key))
     all_targets = set(targets) | {k.target for k in desired} | {k.target for k in live}
     return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file, tuple(warnings))
@@ -310,7 +318,8 @@ def _what_changed(action: Action, now: LiveObject, want: DesiredObject | None) -
     if want is None:
         return f"changed since the plan was made (fingerprint {action.fingerprint} -> {fingerprint(now)})"
     planned = {c.path: c for c in action.changes}
-    current = {c.path: c for c in diff_states(now.state, want.state, want.secret_paths | now.secret_paths)}
+    target = want.state if now.target_state is None else now.target_state
+    current = {c.path: c for c in diff_states(now.state, target, want.secret_paths | now.secret_paths)}
     notes = []
     for path in sorted(set(planned) | set(current), key=lambda p: [str(x) for x in p]):
         before, after = planned.get(path), current.get(path)
@@ -322,6 +331,9 @@ def _what_changed(action: Action, now: LiveObject, want: DesiredObject | None) -
         elif before.old != after.old:
             notes.append(f"{where} was {short(before.old)}, now {short(after.old)}")
     if not notes:
+        if now.target_state is not None and action.version != now.version:
+            # a live system that renders objects itself also bumps their version for its own writes (status)
+            return f"changed since the plan was made (version {action.version} -> {now.version})"
         return "recreated outside hxpc (same settings, new identity)"
     return "changed since the plan was made: " + ", ".join(notes)
 

@@ -55,8 +55,11 @@ Decisions the spec leaves open, made for a demanding operator:
   and service-account tokens are off (the other targets inject neither).
 
 Every object carries the labels `app.kubernetes.io/{name,instance,part-of,managed-by}`,
-`hxpc.dev/project` and `hxpc.dev/env` (pod templates too) and the annotation
-`hxpc.dev/hash`, the object's hash without that annotation. Names Kubernetes
+`hxpc.dev/project` and `hxpc.dev/env` and the annotation `hxpc.dev/hash`, the
+object's hash without that annotation. Pod templates and volumeClaimTemplates
+carry only `app.kubernetes.io/{name,instance,part-of}`: pods and their claims
+are the controllers' objects, not hxpc's, and the ownership labels are what apply
+prunes by. Names Kubernetes
 would refuse (a Service starting with a digit, a port name over 15 characters,
 a StatefulSet name over 52) are HX404 errors rather than silently changed.
 """
@@ -216,8 +219,14 @@ def _check_label_value(ctx: _Ctx, value: str, what: str, field: str) -> None:
 
 
 def _labels(ctx: _Ctx, name: str) -> dict[str, str]:
+    return {**_app_labels(ctx, name), **ctx.meta.owner_labels}
+
+
+def _app_labels(ctx: _Ctx, name: str) -> dict[str, str]:
+    """The labels of what hxpc's objects make (pods, their claims): which app they are, not hxpc's ownership,
+    so that nothing listing hxpc's objects by label ever mistakes a pod or a claim for one of them."""
     return {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": ctx.instance,
-            "app.kubernetes.io/part-of": ctx.stack.project, **ctx.meta.owner_labels}
+            "app.kubernetes.io/part-of": ctx.stack.project}
 
 
 def _selector(ctx: _Ctx, name: str) -> dict[str, str]:
@@ -307,7 +316,7 @@ def _gpu_node_selector(w: Workload, ctx: _Ctx) -> dict[str, str]:
 
 
 def _controller(w: Workload, ctx: _Ctx, stateful: bool, config_hash: str | None) -> Obj:
-    pod_labels = _labels(ctx, w.name)
+    pod_labels = _app_labels(ctx, w.name)
     pod_annotations: dict[str, str] = {}
     if config_hash:
         pod_annotations["hxpc.dev/config-hash"] = config_hash  # a changed ConfigMap rolls the pods
@@ -322,8 +331,10 @@ def _controller(w: Workload, ctx: _Ctx, stateful: bool, config_hash: str | None)
     annotations = {"hxpc.dev/depends-on": ",".join(w.depends_on)} if w.depends_on else {}
     if stateful:
         spec["serviceName"] = f"{w.name}-headless"
+        # apiVersion and kind as the server stores them, so a re-plan compares equal
         spec["volumeClaimTemplates"] = [
-            {"metadata": {"name": vol_name, "labels": _labels(ctx, w.name)},
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+             "metadata": {"name": vol_name, "labels": _app_labels(ctx, w.name)},
              "spec": {"accessModes": ["ReadWriteOnce"],
                       "resources": {"requests": {"storage": format_size(vol.size or 0)}}}}
             for vol_name, vol in sorted(w.volumes.items())]

@@ -216,7 +216,9 @@ def test_labels_and_hash_on_every_object(tmp_path: Path) -> None:
         assert meta["annotations"]["hxpc.dev/hash"] == object_hash(unhashed)
         if obj["kind"] in ("Deployment", "StatefulSet"):
             template_labels = obj["spec"]["template"]["metadata"]["labels"]
-            assert set(OWNER_LABELS) <= set(template_labels)
+            # pods are not hxpc's objects: no ownership marker, so nothing prunes or adopts them by label
+            assert not {"app.kubernetes.io/managed-by", "hxpc.dev/project", "hxpc.dev/env"} & set(template_labels)
+            assert template_labels["app.kubernetes.io/part-of"] == "demo"
             selector = obj["spec"]["selector"]["matchLabels"]
             assert selector.items() <= template_labels.items()
             assert selector["app.kubernetes.io/name"] == meta["name"]
@@ -317,7 +319,8 @@ def test_volumes_make_a_statefulset(tmp_path: Path) -> None:
     claims = {c["metadata"]["name"]: c["spec"] for c in sts["volumeClaimTemplates"]}
     assert claims == {"data": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}},
                       "wal": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
-    assert all(set(OWNER_LABELS) <= set(c["metadata"]["labels"]) for c in sts["volumeClaimTemplates"])
+    assert all((c["apiVersion"], c["kind"]) == ("v1", "PersistentVolumeClaim") for c in sts["volumeClaimTemplates"])
+    assert not any("hxpc.dev/project" in c["metadata"]["labels"] for c in sts["volumeClaimTemplates"])
     mounts = {m["name"]: m["mountPath"] for m in _container(objects[("StatefulSet", "db")])["volumeMounts"]}
     assert mounts == {"data": "/var/lib/postgresql/data", "wal": "/wal"}
 

@@ -210,13 +210,27 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
         "access": "proxy", "url": PROMETHEUS_URL, "isDefault": False, "editable": False,
         "jsonData": {"timeInterval": series.scrape_interval(mon)},
     }]})
-    kube = series.cluster_platform(stack)
-    if kube is not None:
-        maps = [hashed({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": f"grafana-dashboard-{uid}", "namespace": kube.namespace,
-                         "labels": {**meta.owner_labels, "grafana_dashboard": "1"}},
-            "data": {f"{uid}.json": text},
-        }) for uid, text in boards.items()]
+    maps = _configmaps(stack, meta, boards)
+    if maps:
         files["dashboards-configmaps.yaml"] = header + yamlout.dump_all(maps)
     return files
+
+
+def _configmaps(stack: ResolvedStack, meta: Meta, boards: dict[str, str]) -> list[dict[str, Any]]:
+    kube = series.cluster_platform(stack)
+    if kube is None:
+        return []
+    return [hashed({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": f"grafana-dashboard-{uid}", "namespace": kube.namespace,
+                     "labels": {**meta.owner_labels, "grafana_dashboard": "1"}},
+        "data": {f"{uid}.json": text},
+    }) for uid, text in boards.items()]
+
+
+def cluster_objects(stack: ResolvedStack, meta: Meta) -> list[dict[str, Any]]:
+    """The dashboard ConfigMaps (for Grafana's sidecar) of a stack on a cluster, as `emit` writes them."""
+    mon = stack.spec.monitoring
+    if mon is None or not mon.dashboards:
+        return []
+    return _configmaps(stack, meta, {d["uid"]: to_json(d) for d in dashboards(stack, meta)})

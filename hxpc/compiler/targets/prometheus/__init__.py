@@ -155,17 +155,35 @@ def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:
     hosts = host_platform(stack)
     if hosts is not None:
         files["scrape_configs.yaml"] = header + yamlout.dump({"scrape_configs": scrape_configs(stack, hosts, interval)})
-    kube = cluster_platform(stack)
-    if kube is not None:
-        ns = kube.namespace or ""
-        # a file without objects would make `kubectl apply -f` fail with "no objects passed to apply"
-        monitors = service_monitors(stack, meta, kube, interval)
-        if monitors:
-            files["servicemonitors.yaml"] = header + yamlout.dump_all(monitors)
-        kube_groups = groups if platform == kube else rule_groups(stack, kube)[0]
-        objects = [_prometheus_rule(meta, g["name"].removeprefix("hxpc."), ns, [g]) for g in kube_groups]
-        if user:
-            objects.append(_prometheus_rule(meta, f"{stack.project}-custom-rules", ns, user))
-        if objects:
-            files["prometheusrule.yaml"] = header + yamlout.dump_all(objects)
+    monitors, rules = _cluster_objects(stack, meta, platform, groups)
+    # a file without objects would make `kubectl apply -f` fail with "no objects passed to apply"
+    if monitors:
+        files["servicemonitors.yaml"] = header + yamlout.dump_all(monitors)
+    if rules:
+        files["prometheusrule.yaml"] = header + yamlout.dump_all(rules)
     return files
+
+
+def _cluster_objects(stack: ResolvedStack, meta: Meta, platform: Platform,
+                     groups: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    mon = stack.spec.monitoring
+    kube = cluster_platform(stack)
+    if kube is None or mon is None:
+        return [], []
+    ns = kube.namespace or ""
+    monitors = service_monitors(stack, meta, kube, scrape_interval(mon))
+    kube_groups = groups if platform == kube else rule_groups(stack, kube)[0]
+    rules = [_prometheus_rule(meta, g["name"].removeprefix("hxpc."), ns, [g]) for g in kube_groups]
+    if mon.rules:
+        rules.append(_prometheus_rule(meta, f"{stack.project}-custom-rules", ns, list(mon.rules)))
+    return monitors, rules
+
+
+def cluster_objects(stack: ResolvedStack, meta: Meta) -> list[dict[str, Any]]:
+    """The ServiceMonitors and PrometheusRules of a stack on a cluster, as `emit` writes them (none without
+    `monitoring` or a cluster target)."""
+    platform = rules_platform(stack)
+    if stack.spec.monitoring is None or platform is None:
+        return []
+    monitors, rules = _cluster_objects(stack, meta, platform, rule_groups(stack, platform)[0])
+    return monitors + rules

@@ -143,9 +143,9 @@ def with_backend_options(command: Callable[..., int]) -> Callable[..., int]:
     declared = declared_options()
     signature = inspect.signature(command)
     params = [p for p in signature.parameters.values() if p.name != "backend_options"]
-    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                 annotation=Annotated[str | None, typer.Option(spec.flag, envvar=spec.envvar,
-                                                                               help=spec.help)])
+    params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if spec.switch else None,
+                                 annotation=Annotated[bool if spec.switch else str | None,
+                                                      typer.Option(spec.flag, envvar=spec.envvar, help=spec.help)])
                for name, spec in sorted(declared.items())]
 
     @functools.wraps(command)

@@ -36,16 +36,20 @@ BACKENDS: dict[str, str] = {
 
 @dataclasses.dataclass(frozen=True)
 class OptionSpec:
-    """How a backend option appears on the command line."""
+    """How a backend option appears on the command line: a value (`--flag VALUE`), or with `switch` a boolean
+    that is off unless given (`--flag`)."""
 
     flag: str
     help: str
     envvar: str | None = None
+    switch: bool = False
 
 
-def option(flag: str, help: str, envvar: str | None = None) -> Any:
-    """A field of a backend's `Options`: None unless given on the command line (or by `envvar`)."""
-    return dataclasses.field(default=None, metadata={_OPTION: OptionSpec(flag, help, envvar)})
+def option(flag: str, help: str, envvar: str | None = None, switch: bool = False) -> Any:
+    """A field of a backend's `Options`: None unless given on the command line (or by `envvar`); with `switch`,
+    a boolean flag, False unless given."""
+    return dataclasses.field(default=False if switch else None,
+                             metadata={_OPTION: OptionSpec(flag, help, envvar, switch)})
 
 
 class BackendPackage(Protocol[OptionsT]):
@@ -76,7 +80,7 @@ def declared_options() -> dict[str, OptionSpec]:
 def options_for(backend: BackendPackage[OptionsT], given: Mapping[str, Any]) -> OptionsT:
     """The backend's `Options` from the command line's values (by field name)."""
     declared = dataclasses.fields(cast("Any", backend.Options))  # a dataclass, as declared_options checks
-    return backend.Options(**{f.name: given.get(f.name) for f in declared})
+    return backend.Options(**{f.name: given[f.name] for f in declared if given.get(f.name) is not None})
 
 
 if TYPE_CHECKING:

@@ -43,7 +43,9 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
     from deepdiff import DeepDiff  # ~0.5 s to import; only needed when something differs
 
     secrets = list(secret_paths)
-    tree = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2)
+    # threshold_to_diff_deeper=0: a mapping with many changed keys is still reported key by key (DeepDiff 8+
+    # otherwise reports it changed as a whole above a third, which would hide what changed and who changed it)
+    tree = DeepDiff(dict(old), dict(new), view="tree", verbose_level=2, threshold_to_diff_deeper=0)
     found: dict[FieldPath, Change] = {}
     for report, levels in tree.items():
         op = _OPS.get(report)
@@ -69,14 +71,14 @@ def diff_states(old: Mapping[str, Any], new: Mapping[str, Any],
 
 def attribute(changes: Sequence[Change], writers: Mapping[FieldPath, str]) -> tuple[Change, ...]:
     """The changes with `by` set to whoever wrote the live value outside hxpc: the writers of the changed path,
-    of a field inside it (a list changes as a whole) or of the field holding it."""
+    of a field inside it (a list changes as a whole) or, unless the value is new, of the field holding it."""
     if not writers:
         return tuple(changes)
     out = []
     for change in changes:
         path = change.path
         names = sorted({who for where, who in writers.items()
-                        if where[: len(path)] == path or path[: len(where)] == where})
+                        if where[: len(path)] == path or (change.op != "add" and path[: len(where)] == where)})
         out.append(Change(change.op, path, change.old, change.new, ", ".join(names)) if names else change)
     return tuple(out)
 

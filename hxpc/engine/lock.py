@@ -15,6 +15,7 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,51 @@ def acquire(primitive: LockPrimitive, info: LockInfo, what: str,
         primitive.remove(current)
         took_over = held
     raise LockHeld(f"could not take the lock for {what}: it changed hands {attempts} times while trying")
+
+
+class RenewablePrimitive(LockPrimitive, Protocol):
+    def renew(self, payload: Mapping[str, str]) -> bool:
+        """Extend the life of the lock carrying `payload` if it is still that one; False when it is not."""
+        ...
+
+
+@dataclass
+class RenewedLock:
+    """A held lock kept alive by a thread that renews it every `every_s` until released, for a primitive
+    whose lock expires soon after its last renewal (a Kubernetes Lease): a killed holder's lock is taken over
+    quickly, a live one's never. `lost` says when a renewal found the lock no longer ours."""
+
+    held: PrimitiveLock
+    primitive: RenewablePrimitive
+    every_s: float
+    lost: str = ""
+    info: LockInfo = field(init=False)
+    took_over: LockInfo | None = field(init=False)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.info, self.took_over = self.held.info, self.held.took_over
+
+    def start(self) -> RenewedLock:
+        self._thread = threading.Thread(target=self._run, name="hxpc-lock-renewal", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                if not self.primitive.renew(self.held.info.to_dict()):
+                    self.lost = "the lock was no longer this apply's when renewing it"
+                    return
+            except Exception as exc:  # noqa: BLE001 - a failed renewal is retried at the next tick
+                self.lost = f"renewing the lock failed: {exc}"
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.held.release()
 
 
 def lock_ttl(budgets_per_wave: Sequence[float], floor_s: int = DEFAULT_TTL_S) -> int:

@@ -114,7 +114,7 @@ class TargetEntry:
 REGISTRY: tuple[TargetEntry, ...] = (
     TargetEntry("systemd", "hxpc.compiler.targets.systemd", backend="systemd", templates=True),
     TargetEntry("compose", "hxpc.compiler.targets.compose", backend="docker"),
-    TargetEntry("kubernetes", "hxpc.compiler.targets.kubernetes"),
+    TargetEntry("kubernetes", "hxpc.compiler.targets.kubernetes", backend="kubernetes"),
     TargetEntry("prometheus", "hxpc.compiler.targets.prometheus", deploys=False),
     TargetEntry("grafana", "hxpc.compiler.targets.grafana", deploys=False),
 )

@@ -30,6 +30,7 @@ _OPTION = "hxpc_option"
 
 BACKENDS: dict[str, str] = {
     "docker": "hxpc.engine.backends.docker",
+    "kubernetes": "hxpc.engine.backends.kubernetes",
     "systemd": "hxpc.engine.backends.systemd",
 }
 
@@ -84,7 +85,8 @@ def options_for(backend: BackendPackage[OptionsT], given: Mapping[str, Any]) -> 
 
 
 if TYPE_CHECKING:
-    from hxpc.engine.backends import docker, systemd
+    from hxpc.engine.backends import docker, kubernetes, systemd
 
     _docker: BackendPackage[docker.DockerOptions] = docker
+    _kubernetes: BackendPackage[kubernetes.KubernetesOptions] = kubernetes
     _systemd: BackendPackage[systemd.SystemdOptions] = systemd

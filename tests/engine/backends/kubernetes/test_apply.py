@@ -1,0 +1,401 @@
+"""Plan, apply and status against a real kube-apiserver (tests/kubecluster.py): the scenarios of the issue.
+
+Each test has its own project and namespace on the session's cluster (tests/harnesses/kubernetes.py);
+pods are run by kwok and become Ready once scheduled on its nodes. Faults a cluster without a kubelet
+cannot produce (CrashLoopBackOff, ImagePullBackOff) are injected by patching a pod's status on the node
+kwok does not manage; everything else (scheduling, quotas, controllers, server-side apply) is the real
+control plane's.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harnesses.kubernetes import IMAGE2, MANUAL_GPU_MODEL, KubeStack, model, start_apply, svc
+from kubecluster import Cluster, wait_for
+
+from hxpc.engine.objects import Change
+from hxpc.engine.plan import NameClash, NeedsPermission, load_plan
+from hxpc.engine.render import render_json, render_text
+from hxpc.engine.report import ApplyFailed
+from hxpc.engine.status import collect_status, render_status_text
+from hxpc.errors import LockHeld, StalePlan
+
+CRDS = Path(__file__).resolve().parent / "crds.yaml"
+
+
+@pytest.fixture
+def stack(kube_cluster: Cluster, tmp_path: Path) -> Iterator[KubeStack]:
+    s = KubeStack(kube_cluster, tmp_path)
+    try:
+        yield s
+    finally:
+        s.cleanup()
+
+
+def kinds(plan: Any) -> dict[str, str]:
+    return {f"{a.key.kind}/{a.key.name}": a.kind for a in plan.actions}
+
+
+def three_waves(s: KubeStack, **api: Any) -> None:
+    s.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}}),
+             "api": svc(8080, replicas=2, depends_on=["db", "llm"], env={"MODE": "a"}, **api)},
+            models={"llm": model()})
+
+
+# -- fresh apply, re-plan -------------------------------------------------------------------------------------------
+
+def test_fresh_apply_in_waves_then_a_replan_shows_no_changes(stack: KubeStack) -> None:
+    stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
+    three_waves(stack)
+    plan = stack.plan()
+    order = [(a.wave, a.key.kind, a.key.name) for a in plan.actions]
+    assert order[0] == (0, "Namespace", stack.namespace)
+    waves = {f"{k}/{n}": w for w, k, n in order}
+    assert waves["ConfigMap/api-env"] == 1
+    assert waves["Service/api"] == waves["Service/db-headless"] == waves["PodDisruptionBudget/api"] == 2
+    assert waves["StatefulSet/db"] == waves["Deployment/llm"] == 3          # the spec's first wave
+    assert waves["Deployment/api"] == 4                                      # after what it depends on
+    assert order[-1][1:] == ("ConfigMap", f"hxpc-inventory-{stack.project}-test")
+    report = stack.apply(plan)
+    assert report.outcome == "success", report.render()
+    assert [w.gate for w in report.waves] == ["", "", "", "passed", "passed", ""]
+    sts = stack.read("statefulset", "db")
+    assert sts is not None and sts["status"]["readyReplicas"] == 1
+    claim = stack.read("pvc", "data-db-0")
+    assert claim is not None and claim["status"]["phase"] == "Bound"
+    assert "hxpc.dev/project" not in claim["metadata"].get("labels", {})     # the claim is not hxpc's
+    llm = stack.pods_of("llm")
+    assert len(llm) == 1 and llm[0]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert stack.cluster.kubectl("get", "node", llm[0]["spec"]["nodeName"], "-o",
+                                 "jsonpath={.metadata.labels.nvidia\\.com/gpu\\.product}").stdout == "A100-80GB"
+    assert stack.lease() is None                                             # released
+    inventory = json.loads(stack.read("configmap", f"hxpc-inventory-{stack.project}-test")["data"]["objects.json"])
+    assert {"Deployment.apps/" + stack.namespace + "/api", "Namespace//" + stack.namespace} <= set(inventory)
+    assert all(e["uid"] for e in inventory.values())
+    # re-plan: nothing, including the StatefulSet's claim templates, the Services' cluster IPs and the
+    # Deployments' defaulted strategies; a second plan is byte-identical
+    again = stack.plan()
+    assert not again.has_changes, render_text(again)
+    assert render_json(again) == render_json(stack.plan())
+
+
+def test_monitoring_objects_wait_for_their_crds_and_go_last(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080, metrics={"port": "http", "path": "/metrics"})}, monitoring=True)
+    absent = stack.plan()
+    if any("ServiceMonitor" in w for w in absent.warnings):
+        assert not [a for a in absent.actions if a.key.kind in ("ServiceMonitor", "PrometheusRule")]
+        assert any("install its CRD" in w for w in absent.warnings), absent.warnings
+        stack.cluster.kubectl("apply", "-f", str(CRDS))
+        wait_for(lambda: stack.cluster.kubectl("get", "servicemonitors", "-A", check=False).returncode == 0, 30,
+                 "the ServiceMonitor CRD to be served")
+    present = stack.plan()
+    assert not any("ServiceMonitor" in w for w in present.warnings)
+    monitors = [a for a in present.actions if a.key.kind in ("ServiceMonitor", "PrometheusRule")]
+    assert {a.key.kind for a in monitors} == {"ServiceMonitor", "PrometheusRule"}
+    workloads = max(a.wave for a in present.actions if a.key.kind == "Deployment")
+    assert min(a.wave for a in monitors) > workloads                          # monitoring goes last
+    dashboards = [a for a in present.actions if a.key.name.startswith("grafana-dashboard-")]
+    assert dashboards and all(a.wave == monitors[0].wave for a in dashboards)
+    assert stack.apply(present).outcome == "success"
+    assert stack.names("servicemonitors") == ["servicemonitor.monitoring.coreos.com/web"]
+    assert not stack.plan().has_changes
+
+
+# -- change one, prune, ownership -----------------------------------------------------------------------------------
+
+def test_an_image_change_rolls_only_that_deployment(stack: KubeStack) -> None:
+    stack.write({"a": svc(8080), "b": svc(8081, replicas=2)})
+    stack.apply()
+    before = {n: stack.pod_uids(n) for n in ("a", "b")}
+    stack.write({"a": svc(8080), "b": svc(8081, replicas=2, image=IMAGE2)})
+    plan = stack.plan()
+    assert {str(a.key): a.kind for a in plan.touched} == {
+        f"kubernetes:{stack.namespace}/Deployment/b": "update",
+        f"kubernetes:{stack.namespace}/ConfigMap/hxpc-inventory-{stack.project}-test": "update"}
+    change = next(a for a in plan.touched if a.key.kind == "Deployment")
+    assert change.reason.startswith("spec.template.spec.containers ") and IMAGE2 in render_text(plan)
+    assert stack.apply(plan).outcome == "success"
+    wait_for(lambda: len(stack.pod_uids("b")) == 2 and not stack.pod_uids("b") & before["b"], 60, "b's new pods")
+    assert stack.pod_uids("a") == before["a"]                                 # untouched
+    assert all(p["spec"]["containers"][0]["image"] == IMAGE2 for p in stack.pods_of("b"))
+    assert not stack.plan().has_changes
+
+
+def test_removing_a_service_prunes_it_but_not_its_claim(stack: KubeStack) -> None:
+    stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
+    stack.write({"web": svc(8080), "db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    stack.apply()
+    claim = stack.read("pvc", "data-db-0")
+    assert claim is not None
+    web = stack.pod_uids("web")
+    stack.write({"web": svc(8080)})
+    plan = stack.plan()
+    deleted = sorted(f"{a.key.kind}/{a.key.name}" for a in plan.touched if a.kind == "delete")
+    assert deleted == ["Service/db", "Service/db-headless", "StatefulSet/db"]
+    assert not [a for a in plan.actions if a.key.kind == "PersistentVolumeClaim"]   # not hxpc's: not even listed
+    assert stack.apply(plan).outcome == "success"
+    assert stack.read("statefulset", "db") is None and stack.read("service", "db") is None
+    kept = stack.read("pvc", "data-db-0")
+    assert kept is not None and kept["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert stack.pod_uids("web") == web
+    inventory = stack.read("configmap", f"hxpc-inventory-{stack.project}-test")["data"]["objects.json"]
+    assert "StatefulSet.apps" not in inventory                                # the prune it describes succeeded
+    assert not stack.plan().has_changes
+
+
+def test_unowned_objects_survive_and_one_in_the_way_is_refused_unless_adopted(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080)})
+    stack.apply()
+    # someone else's ConfigMap in the namespace, and one carrying hxpc's labels that no inventory names
+    stack.kubectl("create", "configmap", "theirs", "--from-literal=k=v")
+    stack.kubectl("create", "configmap", "lookalike", "--from-literal=k=v")
+    stack.kubectl("label", "configmap", "lookalike", "app.kubernetes.io/managed-by=hxpc",
+                  f"hxpc.dev/project={stack.project}", "hxpc.dev/env=test")
+    stack.write({})
+    plan = stack.plan()
+    assert {f"{a.key.kind}/{a.key.name}" for a in plan.touched if a.kind == "delete"} == {
+        "Deployment/web", "Service/web"}
+    stack.apply(plan)
+    assert "configmap/theirs" in stack.names("configmap") and "configmap/lookalike" in stack.names("configmap")
+
+    stack.kubectl("create", "service", "clusterip", "api", "--tcp=80:8080")
+    stack.write({"api": svc(8080)})
+    with pytest.raises(NameClash) as caught:
+        stack.plan()
+    assert f"kubernetes:{stack.namespace}/Service/api: exists without hxpc's ownership labels" in str(caught.value)
+    assert stack.read("deployment", "api") is None                           # refused before anything was touched
+    adopted = stack.plan(adopt=True)
+    service = next(a for a in adopted.touched if a.key.kind == "Service")
+    assert service.kind == "update"
+    assert Change("add", ("metadata", "labels", "hxpc.dev/project"), None, stack.project) in service.changes
+    assert stack.apply(options={"adopt": True}).outcome == "success"
+    labels = stack.read("service", "api")["metadata"]["labels"]
+    assert labels["hxpc.dev/project"] == stack.project
+    assert not stack.plan().has_changes
+
+
+# -- drift, stale plans, immutable fields ----------------------------------------------------------------------------
+
+def test_a_field_changed_by_another_manager_is_named_and_taken_back(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080, replicas=3)})
+    stack.apply()
+    stack.kubectl("scale", "deployment/web", "--replicas=2")
+    stack.kubectl("annotate", "deployment/web", "team=theirs")                # a field hxpc never set
+    plan = stack.plan()
+    action = next(a for a in plan.touched if a.key.kind == "Deployment")
+    assert action.reason == "spec.replicas 2 -> 3 (changed outside hxpc by kubectl)"
+    assert "(changed outside hxpc by kubectl)" in render_text(plan)
+    assert stack.apply(plan).outcome == "success"
+    web = stack.read("deployment", "web")
+    assert web["spec"]["replicas"] == 3
+    assert web["metadata"]["annotations"]["team"] == "theirs"                 # stays with its owner
+    assert not stack.plan().has_changes
+
+
+def test_a_saved_plan_is_refused_after_an_outside_change(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080), "db": svc(5432)})
+    stack.apply()
+    stack.write({"web": svc(8080, env={"MODE": "b"}), "db": svc(5432)})
+    saved = load_plan(render_json(stack.plan()))
+    versions = {a.key.name: a.version for a in saved.touched}
+    assert versions["web"] and versions["web"].count("/") == 1                # uid/resourceVersion recorded
+    assert versions["web-env"] is None                                        # planned absent
+    stack.kubectl("label", "deployment/web", "edited=by-hand")
+    with pytest.raises(StalePlan) as caught:
+        stack.apply(saved)
+    assert caught.value.exit_code == 4
+    assert f"kubernetes:{stack.namespace}/Deployment/web: changed since the plan was made" in str(caught.value)
+    assert stack.read("configmap", "web-env") is None                         # nothing touched
+    assert stack.lease() is None
+
+
+def test_an_immutable_change_is_refused_without_allow_replace_and_keeps_the_claim(stack: KubeStack) -> None:
+    stack.cluster.add_persistent_volumes(2, size="5Gi", name_prefix=f"{stack.project}-pv-")
+    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    stack.apply()
+    stack.kubectl("annotate", "pvc/data-db-0", "hxpc-test/data-marker=kept")
+    claim = stack.read("pvc", "data-db-0")["metadata"]["uid"]
+    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
+    plan = stack.plan()
+    action = next(a for a in plan.touched if a.key.kind == "StatefulSet")
+    assert action.kind == "replace" and "refuses to change it in place" in action.reason
+    assert "--allow-replace" in action.refused
+    with pytest.raises(NeedsPermission) as caught:
+        stack.apply(plan)
+    assert caught.value.exit_code == 4 and "StatefulSet/db: replace refused" in str(caught.value)
+    report = stack.apply(options={"allow_replace": True})
+    assert report.outcome == "success", report.render()
+    sts = stack.read("statefulset", "db")
+    assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    kept = stack.read("pvc", "data-db-0")
+    assert kept["metadata"]["uid"] == claim and kept["metadata"]["annotations"]["hxpc-test/data-marker"] == "kept"
+    wait_for(lambda: (stack.read("statefulset", "db") or {}).get("status", {}).get("readyReplicas") == 1, 60,
+             "db ready again")
+    assert not stack.plan(allow_replace=True).has_changes
+
+
+# -- health gates and rollback ---------------------------------------------------------------------------------------
+
+def test_a_rollout_that_cannot_schedule_fails_fast_and_is_rolled_back(stack: KubeStack) -> None:
+    stack.write({}, models={"llm": model(tensor_parallel=2)})
+    stack.apply()
+    old = stack.pod_uids("llm")
+    # the spec believes in 32 GPUs; the cluster has two nodes of 8: 24 cannot be scheduled
+    stack.write({}, models={"llm": model(tensor_parallel=8, replicas=3)}, gpus_declared=32)
+    plan = stack.plan()
+    assert any("`llm`: 3 replica(s) need 8 nvidia.com/gpu each" in w and "only 2 can be scheduled" in w
+               for w in plan.warnings), plan.warnings
+    began = time.monotonic()
+    with pytest.raises(ApplyFailed) as caught:
+        stack.apply(plan)
+    took = time.monotonic() - began
+    report = caught.value.report
+    result = report.results[f"kubernetes:{stack.namespace}/Deployment/llm"]
+    assert result.status == "rolled_back", report.render()
+    assert "Unschedulable" in result.health and "Insufficient nvidia.com/gpu" in result.health
+    assert "last events: Warning FailedScheduling" in result.health
+    assert took < 180, f"failing took {took:.0f}s: the gate must not wait out the model's budget"
+    dep = stack.read("deployment", "llm")
+    assert dep["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    wait_for(lambda: stack.pod_uids("llm") == old, 60, "the old pod alone again")
+    assert stack.lease() is None
+
+
+@pytest.mark.parametrize("reason", ["CrashLoopBackOff", "ImagePullBackOff"])
+def test_a_pod_that_cannot_start_fails_the_gate_naming_it(stack: KubeStack, reason: str) -> None:
+    stack.write({}, models={"llm": model(gpus_model=MANUAL_GPU_MODEL)})
+    events: list[str] = []
+
+    def fault(event: Any) -> None:
+        events.append(event.kind)
+        if event.kind == "gate":
+            pod = wait_for(lambda: next(iter(p["metadata"]["name"] for p in stack.pods_of("llm")
+                                              if p["spec"].get("nodeName")), None), 30, "llm's pod scheduled")
+            stack.set_waiting(pod, reason, "injected by the test")
+
+    with pytest.raises(ApplyFailed) as caught:
+        stack.apply(progress=fault)
+    result = caught.value.report.results[f"kubernetes:{stack.namespace}/Deployment/llm"]
+    assert f": {reason}: container" in result.health and "injected by the test" in result.health
+    assert result.status == "rolled_back"
+    assert stack.read("deployment", "llm") is None                           # created in the wave: deleted
+
+
+# -- locking and interrupts ------------------------------------------------------------------------------------------
+
+def test_a_second_concurrent_apply_is_refused(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080)})
+    stack.apply()
+    stack.block_new_pods()
+    stack.write({"web": svc(8080, env={"V": "2"})})
+    second = stack.plan()
+    proc, _ = start_apply(stack)
+    try:
+        lease = stack.lease()
+        assert lease is not None and "pid" in lease["spec"]["holderIdentity"]
+        with pytest.raises(LockHeld) as caught:
+            stack.apply(second)
+        assert caught.value.exit_code == 4
+        assert f"pid {proc.pid} since " in str(caught.value)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(120)
+
+
+def test_sigint_mid_apply_reverts_the_wave_and_releases_the_lease(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080)})
+    stack.apply()
+    old_template = stack.read("deployment", "web")["spec"]["template"]
+    stack.block_new_pods()
+    stack.write({"web": svc(8080, env={"V": "2"})})
+    proc, lines = start_apply(stack)
+    assert stack.lease() is not None
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130
+    time.sleep(0.2)
+    report = json.loads(next(line for line in lines if line.startswith("REPORT "))[len("REPORT "):])
+    assert report["outcome"] == "interrupted" and "SIGINT" in report["message"]
+    statuses = {a["address"]: a["status"] for a in report["actions"]}
+    assert statuses[f"kubernetes:{stack.namespace}/Deployment/web"] == "rolled_back"
+    assert stack.lease() is None
+    assert stack.read("deployment", "web")["spec"]["template"] == old_template
+
+
+def test_after_kill_9_mid_apply_the_next_apply_converges(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080)})
+    stack.apply()
+    stack.block_new_pods()
+    stack.write({"web": svc(8080, env={"V": "2"})})
+    proc, _ = start_apply(stack, HXPC_LOCK_TTL="4")
+    proc.kill()
+    proc.wait(10)
+    assert stack.lease() is not None                                          # the dead apply's
+    with pytest.raises(LockHeld, match="taken over after its TTL"):
+        stack.apply()
+    stack.kubectl("delete", "resourcequota", "block")
+    time.sleep(5)                                                             # past the unrenewed Lease's TTL
+    report = stack.apply()
+    assert report.outcome == "success", report.render()
+    assert any("took over the kubernetes lock" in n for n in report.notes)
+    assert not stack.plan().has_changes and stack.lease() is None
+
+
+# -- secrets and status ----------------------------------------------------------------------------------------------
+
+def test_secrets_reach_only_the_cluster_secret(stack: KubeStack, monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    value = f"s3cr3t-{stack.project}"
+    from_file = tmp_path / "token"
+    from_file.write_text(f"file-{value}\n")
+    var = f"HXT_{stack.project.upper()}_PW"
+    stack.write({"web": svc(8080, secrets={"PW": "pw", "TOKEN": "token"})},
+                secrets={"pw": {"env": var}, "token": {"file": str(from_file)}})
+    monkeypatch.delenv(var, raising=False)
+    with pytest.raises(Exception, match=f"secret `pw`: environment variable {var} is not set") as caught:
+        stack.apply()
+    assert "nothing was touched" in str(caught.value)
+    assert stack.read("deployment", "web") is None
+    monkeypatch.setenv(var, value)
+    plan = stack.plan()
+    shown = render_text(plan) + render_json(plan)
+    report = stack.apply(plan)
+    everything = shown + report.render() + json.dumps(report.to_dict()) + capsys.readouterr().out
+    secret = stack.read("secret", "pw")
+    import base64
+
+    assert base64.b64decode(secret["data"]["value"]).decode() == value
+    assert base64.b64decode(stack.read("secret", "token")["data"]["value"]).decode() == f"file-{value}"
+    assert value not in json.dumps(secret["metadata"])                        # not in labels or annotations
+    assert value not in everything and value not in json.dumps(stack.read("deployment", "web"))
+    # a new value alone is seen (by hash), never shown
+    monkeypatch.setenv(var, value + "-rotated")
+    rotated = stack.plan()
+    change = next(a for a in rotated.touched if a.key.name == "pw")
+    assert change.reason == "data.value changed (sensitive)" and value not in render_json(rotated)
+    stack.apply(rotated)
+    assert not stack.plan().has_changes
+
+
+def test_status_shows_each_objects_kstatus(stack: KubeStack) -> None:
+    stack.write({"web": svc(8080, replicas=2)})
+    stack.apply()
+    backend, _, _ = stack.backend()
+    rows = collect_status({"kubernetes": backend})
+    web = next(r for r in rows if r.key.kind == "Deployment")
+    assert web.state == "live" and web.healthy is True
+    assert web.status.startswith("Current (2/2 ready)")
+    text = render_status_text(rows)
+    assert f"kubernetes:{stack.namespace}/Service/web" in text and "Current" in text
+    stack.block_new_pods()
+    stack.kubectl("set", "image", "deployment/web", f"web={IMAGE2}")         # a rollout that cannot proceed
+    backend, _, _ = stack.backend()
+    rows = collect_status({"kubernetes": backend}, timeout_s=2)
+    web = next(r for r in rows if r.key.kind == "Deployment")
+    assert web.healthy is False and "InProgress" in web.detail, web

@@ -1,0 +1,258 @@
+"""A test's stack on the real control plane of tests/kubecluster.py: its spec, plans and applies, and reads.
+
+Every `KubeStack` has its own project (so its own namespace `<project>-test`,
+Lease and inventory) on the session's cluster, and `cleanup` deletes the
+namespace and any Lease it left in `default`. Pods are run by kwok: they become
+Ready as soon as they are scheduled on a kwok node, never run a container, and
+pods scheduled on the "manual" node (`add_manual_node`, not kwok's) stay
+Pending until a test patches their status, which is how tests inject faults
+the cluster cannot produce without a kubelet (CrashLoopBackOff,
+ImagePullBackOff). A ResourceQuota on pods (`block_new_pods`) keeps a rollout
+waiting without failing it: the controller cannot create the new pod, the old
+one keeps serving, and the health gate waits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubecluster
+import pytest
+from kubecluster import Cluster, wait_for
+
+from hxpc.compiler.bundle import Meta
+from hxpc.compiler.compile import spec_hash
+from hxpc.compiler.pipeline import resolve_env
+from hxpc.engine import plan_live
+from hxpc.engine.apply import ApplyOptions, apply
+from hxpc.engine.backends.kubernetes import KubernetesOptions
+from hxpc.engine.backends.kubernetes.backend import KubernetesBackend
+from hxpc.engine.plan import Plan
+from hxpc.engine.report import ApplyReport
+from hxpc.sources import FileSources
+
+IMAGE = "hxpc-test/busybox:1"   # never pulled: kwok runs no containers
+IMAGE2 = "hxpc-test/busybox:2"
+ENV = "test"
+GPU_MODEL = "A100-80GB"
+MANUAL_GPU_MODEL = "H100-MANUAL"  # only the manual node has it: pods there wait for a test to set their status
+REPO = Path(__file__).resolve().parents[2]
+
+
+def svc(port: int = 8080, *, image: str = IMAGE, replicas: int = 1, env: dict[str, str] | None = None,
+        **extra: Any) -> dict[str, Any]:
+    return {"image": image, "ports": {"http": port}, "replicas": replicas, "env": env or {},
+            "health": {"http": {"path": "/health", "port": "http"}, "interval": "1s", "timeout": "1s",
+                       "retries": 2}, **extra}
+
+
+def model(*, gpus_model: str = GPU_MODEL, tensor_parallel: int = 2, replicas: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"source": "org/tiny-llm", "params_b": 1.0, "max_model_len": 4096, "tensor_parallel": tensor_parallel,
+            "replicas": replicas, "port": 8000, "image": "hxpc-test/vllm:1",
+            "hosts": ["gpu-manual" if gpus_model == MANUAL_GPU_MODEL else "gpu-kwok"], **extra}
+
+
+class KubeStack:
+    """One test's project on the shared cluster."""
+
+    def __init__(self, cluster: Cluster, tmp_path: Path):
+        import kubernetes.client
+
+        self.cluster = cluster
+        self.tmp = tmp_path
+        self.project = f"k{uuid.uuid4().hex[:8]}"
+        self.namespace = f"{self.project}-{ENV}"
+        self.spec = tmp_path / f"{self.project}.yaml"
+        self.api = cluster.api_client()
+        self.core = kubernetes.client.CoreV1Api(self.api)
+        self.apps = kubernetes.client.AppsV1Api(self.api)
+        self.custom = kubernetes.client.CustomObjectsApi(self.api)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.api)
+
+    # -- the spec -------------------------------------------------------------------------------------------------
+
+    def write(self, services: dict[str, Any], models: dict[str, Any] | None = None,
+              secrets: dict[str, Any] | None = None, monitoring: bool = False, gpus_declared: int = 8,
+              **target: Any) -> Path:
+        """The spec; `gpus_declared` is what the spec's GPU host claims (the cluster's nodes have 8 each)."""
+        doc: dict[str, Any] = {
+            "apiVersion": "hxpc/v1", "project": self.project,
+            "hosts": {"gpu-kwok": {"gpus": {"count": gpus_declared, "model": GPU_MODEL, "memory": "80Gi"}},
+                      "gpu-manual": {"gpus": {"count": 8, "model": MANUAL_GPU_MODEL, "memory": "80Gi"}}},
+            "services": services, "models": models or {}, "secrets": secrets or {},
+            "targets": {"kubernetes": dict(target)}, "environments": {ENV: {}}}
+        if monitoring:
+            doc["monitoring"] = {"scrape_interval": "15s", "alerts": True, "dashboards": True}
+        self.spec.write_text(json.dumps(doc, indent=1))  # JSON is YAML
+        return self.spec
+
+    # -- the engine -----------------------------------------------------------------------------------------------
+
+    def backend(self, **options: Any) -> tuple[KubernetesBackend, Meta, Any]:
+        resolved = resolve_env(FileSources(str(self.spec)), ENV)
+        meta = Meta(resolved.stack.project, ENV, self.spec.name, spec_hash(resolved))
+        opts = KubernetesOptions(kubeconfig=str(self.cluster.kubeconfig), **options)
+        return KubernetesBackend(resolved.stack, meta, opts), meta, resolved.stack
+
+    def plan(self, **options: Any) -> Plan:
+        backend, meta, stack = self.backend(**options)
+        return plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
+                         spec_hash=meta.spec_hash)
+
+    def apply(self, plan: Plan | None = None, *, options: dict[str, Any] | None = None, **opts: Any) -> ApplyReport:
+        backend, meta, stack = self.backend(**(options or {}))
+        made = plan or plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
+                                 spec_hash=meta.spec_hash)
+        progress = opts.pop("progress", None)
+        return apply(made, {"kubernetes": backend}, env=ENV, spec_hash=meta.spec_hash, project=meta.project,
+                     options=ApplyOptions(handle_signals=False, backoff_s=0.1, **opts), progress=progress)
+
+    # -- reading the cluster --------------------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, check: bool = True) -> str:
+        return self.cluster.kubectl("-n", self.namespace, *args, check=check).stdout
+
+    def read(self, kind: str, name: str) -> dict[str, Any] | None:
+        out = self.cluster.kubectl("-n", self.namespace, "get", kind, name, "-o", "json", check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.kubectl("get", kind, "-o", "name").split())
+
+    def pods_of(self, name: str) -> list[dict[str, Any]]:
+        out = self.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={name}", "-o", "json")
+        return list(json.loads(out)["items"])
+
+    def pod_uids(self, name: str) -> set[str]:
+        return {p["metadata"]["uid"] for p in self.pods_of(name)}
+
+    def lease(self) -> dict[str, Any] | None:
+        for namespace in (self.namespace, "default"):
+            out = self.cluster.kubectl("-n", namespace, "get", "lease", f"hxpc-lock-{self.project}-{ENV}", "-o",
+                                       "json", check=False)
+            if out.returncode == 0:
+                return dict(json.loads(out.stdout))
+        return None
+
+    def wait_rolled_out(self, kind: str, name: str, timeout: float = 60) -> None:
+        self.kubectl("rollout", "status", f"{kind}/{name}", f"--timeout={int(timeout)}s")
+
+    # -- faults and obstacles -------------------------------------------------------------------------------------
+
+    def block_new_pods(self) -> None:
+        """A pod quota at what runs now: a rollout's new pod cannot be created, the old one keeps serving."""
+        running = len(json.loads(self.kubectl("get", "pods", "-o", "json"))["items"])
+        self.cluster.kubectl("apply", "-f", "-", input=json.dumps({
+            "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "block", "namespace": self.namespace},
+            "spec": {"hard": {"pods": str(running)}}}))
+
+    def set_waiting(self, pod: str, reason: str, message: str) -> None:
+        """Test-only fault: what a kubelet reports for a container that cannot start (kwok runs none)."""
+        status = {"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "containerStatuses": [{"name": pod.rsplit("-", 2)[0], "image": IMAGE, "imageID": "", "ready": False,
+                                   "restartCount": 3, "state": {"waiting": {"reason": reason, "message": message}}}]}}
+        self.cluster.kubectl("-n", self.namespace, "patch", "pod", pod, "--subresource=status", "--type=merge",
+                             "-p", json.dumps(status))
+
+    def cleanup(self) -> None:
+        self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found", check=False)
+        self.cluster.kubectl("-n", "default", "delete", "lease", f"hxpc-lock-{self.project}-{ENV}",
+                             "--ignore-not-found", check=False)
+
+
+def add_manual_node(cluster: Cluster, name: str = "manual-0", gpus: int = 8) -> str:
+    """A node kwok does not manage: pods scheduled there stay Pending until a test sets their status."""
+    import kubernetes.client
+
+    core = kubernetes.client.CoreV1Api(cluster.api_client())
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    # the GPU taint keeps every pod that does not ask for GPUs (and so tolerates it) off this node
+    gpu_taint = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+    core.create_node({"apiVersion": "v1", "kind": "Node",
+                      "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name,
+                                                            "nvidia.com/gpu.product": MANUAL_GPU_MODEL}},
+                      "spec": {"taints": [gpu_taint]},
+                      "status": {"capacity": resources, "allocatable": resources,
+                                 "conditions": [{"type": "Ready", "status": "True", "reason": "Manual",
+                                                 "message": "set by the test"}]}})
+
+    def untainted() -> bool:
+        node = core.read_node(name)
+        if any(t.key == kubecluster.NOT_READY_TAINT for t in node.spec.taints or []):
+            core.patch_node(name, {"spec": {"taints": [gpu_taint]}})
+            return False
+        return True
+
+    wait_for(untainted, 30, f"node {name} without the not-ready taint")
+    return name
+
+
+# -- an apply in a subprocess, as the command line runs it (for signals and kill -9) ---------------------------------
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from hxpc.compiler.bundle import Meta
+    from hxpc.compiler.compile import spec_hash
+    from hxpc.compiler.pipeline import resolve_env
+    from hxpc.engine import plan_live
+    from hxpc.engine.apply import ApplyOptions, apply
+    from hxpc.engine.backends.kubernetes import KubernetesOptions
+    from hxpc.engine.backends.kubernetes.backend import KubernetesBackend
+    from hxpc.engine.progress import PlainProgress
+    from hxpc.engine.report import ApplyFailed, ApplyInterrupted
+    from hxpc.sources import FileSources
+
+    spec, env, kubeconfig = sys.argv[1], sys.argv[2], sys.argv[3]
+    resolved = resolve_env(FileSources(spec), env)
+    meta = Meta(resolved.stack.project, env, spec, spec_hash(resolved))
+    backend = KubernetesBackend(resolved.stack, meta, KubernetesOptions(kubeconfig=kubeconfig))
+    plan = plan_live({"kubernetes": backend}, resolved.stack.waves, project=meta.project, env=env,
+                     spec_hash=meta.spec_hash)
+    ttl = os.environ.get("HXPC_LOCK_TTL")
+    try:
+        report = apply(plan, {"kubernetes": backend}, env=env, spec_hash=meta.spec_hash, project=meta.project,
+                       options=ApplyOptions(lock_ttl_s=int(ttl) if ttl else None), progress=PlainProgress(sys.stdout))
+        code = 0
+    except (ApplyFailed, ApplyInterrupted) as exc:
+        report, code = exc.report, exc.exit_code
+    print(report.render(), end="", flush=True)
+    print("REPORT " + json.dumps(report.to_dict()), flush=True)
+    sys.exit(code)
+""")
+
+
+def start_apply(stack: KubeStack, **env: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """`apply` in a subprocess; returns once it waits on a health gate."""
+    script = stack.tmp / "apply_script.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen([sys.executable, "-u", str(script), str(stack.spec), ENV, str(stack.cluster.kubeconfig)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, **env})
+    lines: list[str] = []
+    reached = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "health gate" in line:
+                reached.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 60
+    while not reached.wait(0.1) and proc.poll() is None and time.monotonic() < deadline:
+        pass
+    if not reached.is_set():
+        proc.kill()
+        pytest.fail("the apply never reached its health gate:\n" + "".join(lines))
+    return proc, lines

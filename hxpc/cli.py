@@ -141,7 +141,9 @@ def with_backend_options(command: Callable[..., int]) -> Callable[..., int]:
     from hxpc.engine.backends import declared_options
 
     declared = declared_options()
-    signature = inspect.signature(command)
+    # eval_str: typer reads the options from the wrapper's __signature__, so its annotations must be the
+    # Annotated objects themselves, not the strings `from __future__ import annotations` leaves
+    signature = inspect.signature(command, eval_str=True)
     params = [p for p in signature.parameters.values() if p.name != "backend_options"]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if spec.switch else None,
                                  annotation=Annotated[bool if spec.switch else str | None,
@@ -212,7 +214,15 @@ def _saved_plan(path: str) -> Plan | None:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None
-    return load_plan(text) if text.lstrip().startswith("{") else None
+    if not text.lstrip().startswith("{"):
+        return None
+    try:
+        head = json.loads(text)
+    except json.JSONDecodeError:
+        head = None
+    if isinstance(head, dict) and "apiVersion" in head and "format_version" not in head:
+        return None  # a spec written as JSON (which is YAML)
+    return load_plan(text)
 
 
 @app.command("apply")

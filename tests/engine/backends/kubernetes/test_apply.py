@@ -399,3 +399,28 @@ def test_status_shows_each_objects_kstatus(stack: KubeStack) -> None:
     rows = collect_status({"kubernetes": backend}, timeout_s=2)
     web = next(r for r in rows if r.key.kind == "Deployment")
     assert web.healthy is False and "InProgress" in web.detail, web
+
+
+def test_the_command_line_takes_the_backends_own_options(stack: KubeStack,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from hxpc.cli import main
+
+    stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
+    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    spec, config = str(stack.spec), str(stack.cluster.kubeconfig)
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "--detailed-exitcode"]) == 2
+    assert main(["apply", spec, "--env", "test", "--kubeconfig", config, "--yes"]) == 0
+    out = capsys.readouterr().out
+    assert "Apply complete" in out and "note: `kubernetes` is not planned" not in out
+    assert main(["status", spec, "--env", "test", "--kubeconfig", config]) == 0
+    assert f"kubernetes:{stack.namespace}/StatefulSet/db" in capsys.readouterr().out
+    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
+    saved = stack.tmp / "plan.json"
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "-o", str(saved)]) == 0
+    assert "REFUSED: an immutable field changes: pass --allow-replace" in capsys.readouterr().out
+    assert main(["apply", str(saved), "--kubeconfig", config]) == 4
+    assert "replace refused" in capsys.readouterr().err
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "--allow-replace"]) == 0
+    assert "REFUSED" not in capsys.readouterr().out
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", str(stack.tmp / "missing")]) == 1
+    assert "cannot load the Kubernetes configuration" in capsys.readouterr().err

@@ -151,16 +151,12 @@ def parse(raw: Raw, wanted: Mapping[ObjectKey, DesiredObject], policy: Policy) -
             uid = meta(obj).get("uid")
             if entry is None or (entry.uid and entry.uid != uid):
                 continue  # carries our labels, but no inventory proves hxpc made it: never pruned
-            found = _live(obj, None, None, True)
             keep = _keep(obj, policy)
+            live[key] = dataclasses.replace(_live(obj, None, None, True), keep=keep)
             if keep:
-                live[key] = dataclasses.replace(found, keep=keep)
-                continue
-            live[key] = found
+                recorded[object_id] = entry.hash
         else:
             live[key] = _live(obj, want, raw.dry_runs.get(key), True)
-        if entry is not None and key in live and live[key].keep:
-            recorded[object_id] = entry.hash
     for key, standing in raw.in_the_way.items():
         if key in live:
             continue

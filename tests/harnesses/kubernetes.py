@@ -14,6 +14,7 @@ one keeps serving, and the health gate waits.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -22,6 +23,7 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +31,17 @@ import kubecluster
 import pytest
 from kubecluster import Cluster, wait_for
 
+from harnesses import Svc
 from hxpc.compiler.bundle import Meta
-from hxpc.compiler.compile import spec_hash
+from hxpc.compiler.compile import compile_env, spec_hash
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
-from hxpc.engine.backends.kubernetes import KubernetesOptions
+from hxpc.engine.backends.kubernetes import KubernetesOptions, kstatus
 from hxpc.engine.backends.kubernetes.backend import KubernetesBackend
+from hxpc.engine.lock import LockHandle, new_lock_info
 from hxpc.engine.plan import Plan
+from hxpc.engine.render import render_json, render_text
 from hxpc.engine.report import ApplyReport
 from hxpc.sources import FileSources
 
@@ -62,25 +67,26 @@ def model(*, gpus_model: str = GPU_MODEL, tensor_parallel: int = 2, replicas: in
 
 
 class KubeStack:
-    """One test's project on the shared cluster."""
+    """One test's project on the shared cluster (and the contract suite's harness for kubernetes)."""
+
+    name = "kubernetes"
+    detects_secret_rotation = True   # a Secret's value is compared by hash at plan time
 
     def __init__(self, cluster: Cluster, tmp_path: Path):
-        import kubernetes.client
-
         self.cluster = cluster
         self.tmp = tmp_path
         self.project = f"k{uuid.uuid4().hex[:8]}"
         self.namespace = f"{self.project}-{ENV}"
+        self.scope = f"kubernetes:{self.namespace}"
         self.spec = tmp_path / f"{self.project}.yaml"
-        self.api = cluster.api_client()
-        self.core = kubernetes.client.CoreV1Api(self.api)
-        self.apps = kubernetes.client.AppsV1Api(self.api)
-        self.custom = kubernetes.client.CustomObjectsApi(self.api)
-        self.coordination = kubernetes.client.CoordinationV1Api(self.api)
+        self.shown: list[str] = []
+        self.volumes = 0
+        self.svcs: dict[str, Svc] = {}
+        self.ports: dict[str, int] = {}
 
     # -- the spec -------------------------------------------------------------------------------------------------
 
-    def write(self, services: dict[str, Any], models: dict[str, Any] | None = None,
+    def write_raw(self, services: dict[str, Any], models: dict[str, Any] | None = None,
               secrets: dict[str, Any] | None = None, monitoring: bool = False, gpus_declared: int = 8,
               **target: Any) -> Path:
         """The spec; `gpus_declared` is what the spec's GPU host claims (the cluster's nodes have 8 each)."""
@@ -105,16 +111,20 @@ class KubeStack:
 
     def plan(self, **options: Any) -> Plan:
         backend, meta, stack = self.backend(**options)
-        return plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
+        plan = plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
                          spec_hash=meta.spec_hash)
+        self.shown += [render_text(plan), render_json(plan)]
+        return plan
 
     def apply(self, plan: Plan | None = None, *, options: dict[str, Any] | None = None, **opts: Any) -> ApplyReport:
         backend, meta, stack = self.backend(**(options or {}))
         made = plan or plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
                                  spec_hash=meta.spec_hash)
         progress = opts.pop("progress", None)
-        return apply(made, {"kubernetes": backend}, env=ENV, spec_hash=meta.spec_hash, project=meta.project,
-                     options=ApplyOptions(handle_signals=False, backoff_s=0.1, **opts), progress=progress)
+        report = apply(made, {"kubernetes": backend}, env=ENV, spec_hash=meta.spec_hash, project=meta.project,
+                       options=ApplyOptions(handle_signals=False, backoff_s=0.1, **opts), progress=progress)
+        self.shown.append(report.render())
+        return report
 
     # -- reading the cluster --------------------------------------------------------------------------------------
 
@@ -168,6 +178,152 @@ class KubeStack:
         self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found", check=False)
         self.cluster.kubectl("-n", "default", "delete", "lease", f"hxpc-lock-{self.project}-{ENV}",
                              "--ignore-not-found", check=False)
+
+    # -- the contract suite's Harness -------------------------------------------------------------------------------
+
+    def write(self, services: Mapping[str, Svc], secrets: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        self.svcs = dict(services)
+        raw: dict[str, Any] = {}
+        for name, s in services.items():
+            port = self.ports.setdefault(name, 8080 + len(self.ports))
+            spec = svc(port, image=IMAGE if s.version == 1 else IMAGE2, replicas=s.replicas, env=dict(s.env),
+                       secrets=dict(s.secrets), depends_on=list(s.depends_on))
+            if s.broken:  # more GPUs than any node has: the scheduler says so, and the gate fails fast
+                spec["resources"] = {"gpus": 16}
+            if s.volume:
+                spec["volumes"] = {"data": {"path": "/data", "size": "1Gi"}}
+            if not s.health:
+                spec.pop("health")
+            raw[name] = spec
+        claims = sum(s.replicas for s in services.values() if s.volume)
+        if claims > self.volumes:
+            self.cluster.add_persistent_volumes(claims - self.volumes, size="5Gi",
+                                                name_prefix=f"{self.project}-pv{self.volumes}-")
+            self.volumes = claims
+        self.write_raw(raw, secrets=dict(secrets or {}))
+
+    def desired(self) -> set[str]:
+        return {str(k) for k in self.backend()[0].desired()}
+
+    def addresses(self, name: str) -> set[str]:
+        return {str(k) for k, d in self.backend()[0].desired().items() if d.workload == name}
+
+    def bookkeeping(self) -> set[str]:
+        return {f"{self.scope}/ConfigMap/hxpc-inventory-{self.project}-{ENV}"}
+
+    def _workload(self, name: str) -> dict[str, Any] | None:
+        return self.read("deployment", name) or self.read("statefulset", name)
+
+    def _settled(self, name: str) -> list[dict[str, Any]] | None:
+        workload = self._workload(name)
+        if workload is None or not kstatus.compute(workload).current:
+            return None
+        pods = self.pods_of(name)
+        if len(pods) != workload["spec"]["replicas"] or any(p["metadata"].get("deletionTimestamp") for p in pods):
+            return None
+        return pods
+
+    def instances(self, name: str) -> set[str]:
+        pods = wait_for(lambda: self._settled(name), 60, f"{name}'s rollout to settle")
+        return {p["metadata"]["uid"] for p in pods}
+
+    def serving(self, name: str) -> bool:
+        try:
+            pods = wait_for(lambda: self._settled(name), 60, f"{name} to be current")
+        except kubecluster.ClusterError:
+            return False
+        return all(kstatus.compute(p).current for p in pods)
+
+    def exists(self, name: str) -> bool:
+        return self._workload(name) is not None
+
+    def add_stray(self) -> Any:
+        self.kubectl("create", "configmap", "theirs", "--from-literal=k=v")
+        self.kubectl("create", "configmap", "lookalike", "--from-literal=k=v")  # hxpc's labels, in no inventory
+        self.kubectl("label", "configmap", "lookalike", "app.kubernetes.io/managed-by=hxpc",
+                     f"hxpc.dev/project={self.project}", f"hxpc.dev/env={ENV}")
+        return {n: self.read("configmap", n)["metadata"]["uid"] for n in ("theirs", "lookalike")}  # type: ignore[index]
+
+    def stray_intact(self, stray: Any) -> bool:
+        return all((self.read("configmap", n) or {}).get("metadata", {}).get("uid") == uid for n, uid in stray.items())
+
+    def put_in_the_way(self, name: str) -> str:
+        self.kubectl("create", "service", "clusterip", name, "--tcp=80:8080")
+        return f"{self.scope}/Service/{name}"
+
+    def change_outside(self, name: str) -> str:
+        self.kubectl("label", "deployment", name, "edited=by-hand")
+        return f"{self.scope}/Deployment/{name}: changed since the plan was made"
+
+    def lock_held(self) -> bool:
+        return self.lease() is not None
+
+    def hold_lock(self) -> LockHandle:
+        return self.backend()[0].lock(new_lock_info("0ther5pec", 600))
+
+    def sees_secret(self, name: str, variable: str, value: str) -> bool:
+        """Pods read it from the Secret (kwok runs no process to ask): the reference and the Secret's value."""
+        env = {e["name"]: e for e in self._workload(name)["spec"]["template"]["spec"]["containers"][0]["env"]}  # type: ignore[index]
+        ref = env[variable]["valueFrom"]["secretKeyRef"]
+        secret = self.read("secret", ref["name"]) or {}
+        return bool(base64.b64decode(secret.get("data", {}).get(ref["key"], "")).decode() == value)
+
+    def written(self) -> str:
+        mine = f"hxpc.dev/project={self.project}"  # not the cluster's own (its CA certificate is random text)
+        objects = json.loads(self.kubectl("get", "all,configmap,lease,pdb", "-l", mine, "-o", "json"))
+        pods = json.loads(self.kubectl("get", "pods", "-l", f"app.kubernetes.io/part-of={self.project}", "-o",
+                                       "json"))
+        secrets = json.loads(self.kubectl("get", "secrets", "-l", mine, "-o", "json"))
+        metadata = [s["metadata"] for s in secrets["items"]]          # a Secret's data is where the value belongs
+        resolved = resolve_env(FileSources(str(self.spec)), ENV)
+        artifacts = "".join(compile_env(resolved, self.spec.name).files.values())
+        return "\n".join(self.shown) + json.dumps([objects, pods, metadata]) + artifacts
+
+    # -- what only the kubernetes backend promises -------------------------------------------------------------------
+
+    def verify_fresh(self, report: ApplyReport) -> None:
+        actions = report.plan.actions
+        assert actions[0].key.kind == "Namespace" and actions[-1].key.name == f"hxpc-inventory-{self.project}-{ENV}"
+        inventory = json.loads(self.read("configmap", f"hxpc-inventory-{self.project}-{ENV}")["data"]["objects.json"])  # type: ignore[index]
+        assert all(e["uid"] for e in inventory.values()) and len(inventory) == len(report.plan.actions) - 1
+
+    def verify_replan(self) -> None:
+        backend, meta, stack = self.backend()
+        dry_runs = []
+        apply_ = backend.cluster.apply
+        backend.cluster.apply = lambda body, dry_run=False: dry_runs.append(body) or apply_(body, dry_run)  # type: ignore[method-assign]
+        assert not plan_live({"kubernetes": backend}, stack.waves, project=meta.project, env=ENV,
+                             spec_hash=meta.spec_hash).has_changes
+        assert dry_runs == []   # every object still carries its hash and hxpc still owns its fields
+
+    def verify_changed(self, plan: Plan, what: str) -> None:
+        touched = {(a.kind, a.key.kind, a.key.name) for a in plan.touched}
+        inventory = ("update", "ConfigMap", f"hxpc-inventory-{self.project}-{ENV}")
+        if what == "version":
+            assert touched == {("update", "Deployment", "web"), inventory}
+        else:  # the pod template's config hash rolls the pods when their ConfigMap changes
+            assert touched == {("update", "ConfigMap", "db-env"), ("update", "StatefulSet" if self.svcs["db"].volume
+                                                                    else "Deployment", "db"), inventory}
+
+    def verify_applied_change(self) -> None:
+        assert all(p["spec"]["containers"][0]["image"] == IMAGE2 for p in self.pods_of("web"))
+
+    def verify_pruned(self, name: str) -> None:
+        if self.volumes:  # a claim holds data: it outlives its StatefulSet (it was never hxpc's)
+            assert self.read("pvc", f"data-{name}-0") is not None
+
+    def verify_rolled_back(self, report: ApplyReport, name: str, before: set[str]) -> None:
+        result = report.results[f"{self.scope}/Deployment/{name}"]
+        assert "Unschedulable" in result.health and "Insufficient nvidia.com/gpu" in result.health
+        assert "last events: Warning FailedScheduling" in result.health
+        limits = self._workload(name)["spec"]["template"]["spec"]["containers"][0].get("resources", {})  # type: ignore[index]
+        assert "nvidia.com/gpu" not in limits.get("limits", {})
+        assert {(a.kind, a.key.kind) for a in self.plan().touched} == {("update", "Deployment"),
+                                                                       ("update", "ConfigMap")}
+
+    def verify_secret(self, name: str, value: str) -> None:
+        secret = self.read("secret", "tok") or {}
+        assert secret.get("type") == "Opaque" and secret["metadata"]["labels"]["hxpc.dev/project"] == self.project
 
 
 def add_manual_node(cluster: Cluster, name: str = "manual-0", gpus: int = 8) -> str:

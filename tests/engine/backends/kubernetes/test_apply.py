@@ -44,7 +44,7 @@ def kinds(plan: Any) -> dict[str, str]:
 
 
 def three_waves(s: KubeStack, **api: Any) -> None:
-    s.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}}),
+    s.write_raw({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}}),
              "api": svc(8080, replicas=2, depends_on=["db", "llm"], env={"MODE": "a"}, **api)},
             models={"llm": model()})
 
@@ -87,7 +87,7 @@ def test_fresh_apply_in_waves_then_a_replan_shows_no_changes(stack: KubeStack) -
 
 
 def test_monitoring_objects_wait_for_their_crds_and_go_last(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080, metrics={"port": "http", "path": "/metrics"})}, monitoring=True)
+    stack.write_raw({"web": svc(8080, metrics={"port": "http", "path": "/metrics"})}, monitoring=True)
     absent = stack.plan()
     if any("ServiceMonitor" in w for w in absent.warnings):
         assert not [a for a in absent.actions if a.key.kind in ("ServiceMonitor", "PrometheusRule")]
@@ -111,10 +111,10 @@ def test_monitoring_objects_wait_for_their_crds_and_go_last(stack: KubeStack) ->
 # -- change one, prune, ownership -----------------------------------------------------------------------------------
 
 def test_an_image_change_rolls_only_that_deployment(stack: KubeStack) -> None:
-    stack.write({"a": svc(8080), "b": svc(8081, replicas=2)})
+    stack.write_raw({"a": svc(8080), "b": svc(8081, replicas=2)})
     stack.apply()
     before = {n: stack.pod_uids(n) for n in ("a", "b")}
-    stack.write({"a": svc(8080), "b": svc(8081, replicas=2, image=IMAGE2)})
+    stack.write_raw({"a": svc(8080), "b": svc(8081, replicas=2, image=IMAGE2)})
     plan = stack.plan()
     assert {str(a.key): a.kind for a in plan.touched} == {
         f"kubernetes:{stack.namespace}/Deployment/b": "update",
@@ -130,12 +130,12 @@ def test_an_image_change_rolls_only_that_deployment(stack: KubeStack) -> None:
 
 def test_removing_a_service_prunes_it_but_not_its_claim(stack: KubeStack) -> None:
     stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
-    stack.write({"web": svc(8080), "db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    stack.write_raw({"web": svc(8080), "db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
     stack.apply()
     claim = stack.read("pvc", "data-db-0")
     assert claim is not None
     web = stack.pod_uids("web")
-    stack.write({"web": svc(8080)})
+    stack.write_raw({"web": svc(8080)})
     plan = stack.plan()
     deleted = sorted(f"{a.key.kind}/{a.key.name}" for a in plan.touched if a.kind == "delete")
     assert deleted == ["Service/db", "Service/db-headless", "StatefulSet/db"]
@@ -151,14 +151,14 @@ def test_removing_a_service_prunes_it_but_not_its_claim(stack: KubeStack) -> Non
 
 
 def test_unowned_objects_survive_and_one_in_the_way_is_refused_unless_adopted(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080)})
+    stack.write_raw({"web": svc(8080)})
     stack.apply()
     # someone else's ConfigMap in the namespace, and one carrying hxpc's labels that no inventory names
     stack.kubectl("create", "configmap", "theirs", "--from-literal=k=v")
     stack.kubectl("create", "configmap", "lookalike", "--from-literal=k=v")
     stack.kubectl("label", "configmap", "lookalike", "app.kubernetes.io/managed-by=hxpc",
                   f"hxpc.dev/project={stack.project}", "hxpc.dev/env=test")
-    stack.write({})
+    stack.write_raw({})
     plan = stack.plan()
     assert {f"{a.key.kind}/{a.key.name}" for a in plan.touched if a.kind == "delete"} == {
         "Deployment/web", "Service/web"}
@@ -166,7 +166,7 @@ def test_unowned_objects_survive_and_one_in_the_way_is_refused_unless_adopted(st
     assert "configmap/theirs" in stack.names("configmap") and "configmap/lookalike" in stack.names("configmap")
 
     stack.kubectl("create", "service", "clusterip", "api", "--tcp=80:8080")
-    stack.write({"api": svc(8080)})
+    stack.write_raw({"api": svc(8080)})
     with pytest.raises(NameClash) as caught:
         stack.plan()
     assert f"kubernetes:{stack.namespace}/Service/api: exists without hxpc's ownership labels" in str(caught.value)
@@ -184,7 +184,7 @@ def test_unowned_objects_survive_and_one_in_the_way_is_refused_unless_adopted(st
 # -- drift, stale plans, immutable fields ----------------------------------------------------------------------------
 
 def test_a_field_changed_by_another_manager_is_named_and_taken_back(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080, replicas=3)})
+    stack.write_raw({"web": svc(8080, replicas=3)})
     stack.apply()
     stack.kubectl("scale", "deployment/web", "--replicas=2")
     stack.kubectl("annotate", "deployment/web", "team=theirs")                # a field hxpc never set
@@ -200,9 +200,9 @@ def test_a_field_changed_by_another_manager_is_named_and_taken_back(stack: KubeS
 
 
 def test_a_saved_plan_is_refused_after_an_outside_change(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080), "db": svc(5432)})
+    stack.write_raw({"web": svc(8080), "db": svc(5432)})
     stack.apply()
-    stack.write({"web": svc(8080, env={"MODE": "b"}), "db": svc(5432)})
+    stack.write_raw({"web": svc(8080, env={"MODE": "b"}), "db": svc(5432)})
     saved = load_plan(render_json(stack.plan()))
     versions = {a.key.name: a.version for a in saved.touched}
     assert versions["web"] and versions["web"].count("/") == 1                # uid/resourceVersion recorded
@@ -218,11 +218,11 @@ def test_a_saved_plan_is_refused_after_an_outside_change(stack: KubeStack) -> No
 
 def test_an_immutable_change_is_refused_without_allow_replace_and_keeps_the_claim(stack: KubeStack) -> None:
     stack.cluster.add_persistent_volumes(2, size="5Gi", name_prefix=f"{stack.project}-pv-")
-    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    stack.write_raw({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
     stack.apply()
     stack.kubectl("annotate", "pvc/data-db-0", "hxpc-test/data-marker=kept")
     claim = stack.read("pvc", "data-db-0")["metadata"]["uid"]
-    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
+    stack.write_raw({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
     plan = stack.plan()
     action = next(a for a in plan.touched if a.key.kind == "StatefulSet")
     assert action.kind == "replace" and "refuses to change it in place" in action.reason
@@ -244,11 +244,11 @@ def test_an_immutable_change_is_refused_without_allow_replace_and_keeps_the_clai
 # -- health gates and rollback ---------------------------------------------------------------------------------------
 
 def test_a_rollout_that_cannot_schedule_fails_fast_and_is_rolled_back(stack: KubeStack) -> None:
-    stack.write({}, models={"llm": model(tensor_parallel=2)})
+    stack.write_raw({}, models={"llm": model(tensor_parallel=2)})
     stack.apply()
     old = stack.pod_uids("llm")
     # the spec believes in 32 GPUs; the cluster has two nodes of 8: 24 cannot be scheduled
-    stack.write({}, models={"llm": model(tensor_parallel=8, replicas=3)}, gpus_declared=32)
+    stack.write_raw({}, models={"llm": model(tensor_parallel=8, replicas=3)}, gpus_declared=32)
     plan = stack.plan()
     assert any("`llm`: 3 replica(s) need 8 nvidia.com/gpu each" in w and "only 2 can be scheduled" in w
                for w in plan.warnings), plan.warnings
@@ -270,7 +270,7 @@ def test_a_rollout_that_cannot_schedule_fails_fast_and_is_rolled_back(stack: Kub
 
 @pytest.mark.parametrize("reason", ["CrashLoopBackOff", "ImagePullBackOff"])
 def test_a_pod_that_cannot_start_fails_the_gate_naming_it(stack: KubeStack, reason: str) -> None:
-    stack.write({}, models={"llm": model(gpus_model=MANUAL_GPU_MODEL)})
+    stack.write_raw({}, models={"llm": model(gpus_model=MANUAL_GPU_MODEL)})
     events: list[str] = []
 
     def fault(event: Any) -> None:
@@ -291,10 +291,10 @@ def test_a_pod_that_cannot_start_fails_the_gate_naming_it(stack: KubeStack, reas
 # -- locking and interrupts ------------------------------------------------------------------------------------------
 
 def test_a_second_concurrent_apply_is_refused(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080)})
+    stack.write_raw({"web": svc(8080)})
     stack.apply()
     stack.block_new_pods()
-    stack.write({"web": svc(8080, env={"V": "2"})})
+    stack.write_raw({"web": svc(8080, env={"V": "2"})})
     second = stack.plan()
     proc, _ = start_apply(stack)
     try:
@@ -310,11 +310,11 @@ def test_a_second_concurrent_apply_is_refused(stack: KubeStack) -> None:
 
 
 def test_sigint_mid_apply_reverts_the_wave_and_releases_the_lease(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080)})
+    stack.write_raw({"web": svc(8080)})
     stack.apply()
     old_template = stack.read("deployment", "web")["spec"]["template"]
     stack.block_new_pods()
-    stack.write({"web": svc(8080, env={"V": "2"})})
+    stack.write_raw({"web": svc(8080, env={"V": "2"})})
     proc, lines = start_apply(stack)
     assert stack.lease() is not None
     proc.send_signal(signal.SIGINT)
@@ -329,10 +329,10 @@ def test_sigint_mid_apply_reverts_the_wave_and_releases_the_lease(stack: KubeSta
 
 
 def test_after_kill_9_mid_apply_the_next_apply_converges(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080)})
+    stack.write_raw({"web": svc(8080)})
     stack.apply()
     stack.block_new_pods()
-    stack.write({"web": svc(8080, env={"V": "2"})})
+    stack.write_raw({"web": svc(8080, env={"V": "2"})})
     proc, _ = start_apply(stack, HXPC_LOCK_TTL="4")
     proc.kill()
     proc.wait(10)
@@ -355,7 +355,7 @@ def test_secrets_reach_only_the_cluster_secret(stack: KubeStack, monkeypatch: py
     from_file = tmp_path / "token"
     from_file.write_text(f"file-{value}\n")
     var = f"HXT_{stack.project.upper()}_PW"
-    stack.write({"web": svc(8080, secrets={"PW": "pw", "TOKEN": "token"})},
+    stack.write_raw({"web": svc(8080, secrets={"PW": "pw", "TOKEN": "token"})},
                 secrets={"pw": {"env": var}, "token": {"file": str(from_file)}})
     monkeypatch.delenv(var, raising=False)
     with pytest.raises(Exception, match=f"secret `pw`: environment variable {var} is not set") as caught:
@@ -384,7 +384,7 @@ def test_secrets_reach_only_the_cluster_secret(stack: KubeStack, monkeypatch: py
 
 
 def test_status_shows_each_objects_kstatus(stack: KubeStack) -> None:
-    stack.write({"web": svc(8080, replicas=2)})
+    stack.write_raw({"web": svc(8080, replicas=2)})
     stack.apply()
     backend, _, _ = stack.backend()
     rows = collect_status({"kubernetes": backend})
@@ -406,7 +406,7 @@ def test_the_command_line_takes_the_backends_own_options(stack: KubeStack,
     from hxpc.cli import main
 
     stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
-    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
+    stack.write_raw({"db": svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}})})
     spec, config = str(stack.spec), str(stack.cluster.kubeconfig)
     assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "--detailed-exitcode"]) == 2
     assert main(["apply", spec, "--env", "test", "--kubeconfig", config, "--yes"]) == 0
@@ -414,7 +414,7 @@ def test_the_command_line_takes_the_backends_own_options(stack: KubeStack,
     assert "Apply complete" in out and "note: `kubernetes` is not planned" not in out
     assert main(["status", spec, "--env", "test", "--kubeconfig", config]) == 0
     assert f"kubernetes:{stack.namespace}/StatefulSet/db" in capsys.readouterr().out
-    stack.write({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
+    stack.write_raw({"db": svc(5432, volumes={"data": {"path": "/data", "size": "2Gi"}})})
     saved = stack.tmp / "plan.json"
     assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "-o", str(saved)]) == 0
     assert "REFUSED: an immutable field changes: pass --allow-replace" in capsys.readouterr().out

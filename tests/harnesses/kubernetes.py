@@ -311,6 +311,9 @@ class KubeStack:
     def verify_pruned(self, name: str) -> None:
         if self.volumes:  # a claim holds data: it outlives its StatefulSet (it was never hxpc's)
             assert self.read("pvc", f"data-{name}-0") is not None
+        # the prune it describes succeeded, so the inventory no longer names what went
+        recorded = self.read("configmap", f"hxpc-inventory-{self.project}-{ENV}")["data"]["objects.json"]  # type: ignore[index]
+        assert f"/{self.namespace}/{name}" not in recorded and f"/{self.namespace}/web" in recorded
 
     def verify_rolled_back(self, report: ApplyReport, name: str, before: set[str]) -> None:
         result = report.results[f"{self.scope}/Deployment/{name}"]

@@ -207,4 +207,6 @@ def test_secrets_reach_only_the_service(harness: Harness, monkeypatch: pytest.Mo
     monkeypatch.setenv(var, value + "-rotated")
     rotated = harness.plan()
     assert rotated.has_changes == harness.detects_secret_rotation
+    assert all(a.reason.endswith("changed (sensitive)") for a in rotated.touched if a.kind != "noop"
+               and str(a.key) not in harness.bookkeeping())
     assert value not in render_json(rotated)

@@ -163,7 +163,9 @@ class _Run:
                     del pending[key]
                 elif health.final or time.monotonic() >= deadline:
                     budget = deadline - now
-                    r.health = f"not healthy after {budget:g}s: {health.detail or 'no detail'}"
+                    r.health = (f"gave up after {time.monotonic() - now:.0f}s (waiting longer cannot help): "
+                                if health.final and time.monotonic() < deadline else
+                                f"not healthy after {budget:g}s: ") + (health.detail or "no detail")
                     self.emit("unhealthy", r.action, r.health)
                     failed.append(r)
                     del pending[key]

@@ -15,6 +15,7 @@ one keeps serving, and the health gate waits.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import subprocess
@@ -23,7 +24,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,28 @@ class KubeStack:
                                    "restartCount": 3, "state": {"waiting": {"reason": reason, "message": message}}}]}}
         self.cluster.kubectl("-n", self.namespace, "patch", "pod", pod, "--subresource=status", "--type=merge",
                              "-p", json.dumps(status))
+
+    @contextlib.contextmanager
+    def kubelet_for_manual_node(self) -> Iterator[None]:
+        """Test-only stand-in for the kubelet the manual node lacks: a pod deleted there is confirmed gone
+        (as a kubelet confirms a graceful deletion), so a controller can replace it."""
+        stop = threading.Event()
+
+        def confirm() -> None:
+            while not stop.wait(0.5):
+                out = self.cluster.kubectl("-n", self.namespace, "get", "pods", "-o", "json", check=False)
+                for pod in json.loads(out.stdout or "{}").get("items", []):
+                    if pod["spec"].get("nodeName") == "manual-0" and pod["metadata"].get("deletionTimestamp"):
+                        self.cluster.kubectl("-n", self.namespace, "delete", "pod", pod["metadata"]["name"],
+                                             "--grace-period=0", "--force", check=False)
+
+        thread = threading.Thread(target=confirm, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(30)
 
     def cleanup(self) -> None:
         self.cluster.kubectl("delete", "namespace", self.namespace, "--wait=false", "--ignore-not-found", check=False)

@@ -239,6 +239,37 @@ def test_a_pod_that_cannot_start_fails_the_gate_naming_it(stack: KubeStack, reas
     assert stack.read("deployment", "llm") is None                           # created in the wave: deleted
 
 
+def test_a_statefulsets_pod_stuck_at_the_failed_revision_is_replaced_on_rollback(stack: KubeStack) -> None:
+    stack.cluster.add_persistent_volumes(1, size="5Gi", name_prefix=f"{stack.project}-pv-")
+
+    def db(host: str) -> dict[str, Any]:
+        return svc(5432, volumes={"data": {"path": "/data", "size": "1Gi"}}, resources={"gpus": 1}, hosts=[host])
+
+    stack.write_raw({"db": db("gpu-kwok")})
+    stack.apply()
+    old_revision = stack.read("statefulset", "db")["status"]["currentRevision"]
+
+    def fault(event: Any) -> None:  # the new revision's pod lands on the manual node: make it crash
+        if event.kind == "gate":
+            def stuck() -> str | None:
+                return next((p["metadata"]["name"] for p in stack.pods_of("db") if p["spec"].get("nodeName") ==
+                             "manual-0"), None)
+            stack.set_waiting(wait_for(stuck, 60, "db's new pod on the manual node"), "CrashLoopBackOff",
+                              "injected by the test")
+
+    stack.write_raw({"db": db("gpu-manual")})
+    with pytest.raises(ApplyFailed) as caught, stack.kubelet_for_manual_node():
+        stack.apply(progress=fault)
+    result = caught.value.report.results[f"kubernetes:{stack.namespace}/StatefulSet/db"]
+    assert result.status == "rolled_back" and "CrashLoopBackOff" in result.health, caught.value.report.render()
+    # the controller never replaces a pod that is not ready: rollback deleted it, and the old revision is back
+    sts = stack.read("statefulset", "db")
+    assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"] == old_revision
+    [pod] = stack.pods_of("db")
+    assert pod["metadata"]["labels"]["controller-revision-hash"] == old_revision
+    assert pod["spec"]["nodeName"] != "manual-0"
+
+
 # -- locking and interrupts ------------------------------------------------------------------------------------------
 
 def test_a_second_concurrent_apply_is_refused(stack: KubeStack) -> None:

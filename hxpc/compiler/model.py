@@ -21,7 +21,7 @@ from hxpc.records import record
 
 if TYPE_CHECKING:
     # types only: the targets' spec classes import this module while spec.py builds `targets:`
-    from hxpc.compiler.spec import Health, LlmModel, Service, Slo, Stack, Volume
+    from hxpc.compiler.spec import Health, LlmModel, Security, Service, Slo, Stack, Volume
 
 Kind = Literal["service", "model"]
 
@@ -77,6 +77,7 @@ class Workload:
     slo: Slo | None
     hosts: tuple[str, ...]
     model: LlmModel | None = None
+    security: Security | None = None
 
     @property
     def weights_bytes_per_gpu(self) -> float:
@@ -176,7 +177,7 @@ def _service(name: str, svc: Service, default_hosts: tuple[str, ...]) -> Workloa
         depends_on=tuple(svc.depends_on), probe=_probe(svc.health, ports) if svc.health else None,
         metrics=(ports[svc.metrics.port], svc.metrics.path) if svc.metrics and svc.metrics.port in ports else None,
         volumes=dict(svc.volumes), restart=svc.restart, startup_budget_s=startup_budget_s(None, svc.health),
-        slo=svc.slo, hosts=tuple(svc.hosts) if svc.hosts is not None else default_hosts,
+        slo=svc.slo, hosts=tuple(svc.hosts) if svc.hosts is not None else default_hosts, security=svc.security,
     )
 
 
@@ -190,7 +191,7 @@ def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...]) -> Workload:
         cpu_millis=m.resources.cpu, memory_bytes=m.resources.memory, gpus=m.tensor_parallel,
         replicas=m.replicas, depends_on=tuple(m.depends_on), probe=probe, metrics=(m.port, "/metrics"),
         volumes={}, restart=m.restart, startup_budget_s=budget, slo=None,
-        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, model=m,
+        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, model=m, security=m.security,
     )
 
 

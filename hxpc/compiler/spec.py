@@ -86,6 +86,37 @@ class Secret:
 
 
 @record(kw_only=True)
+class Security:
+    """Which user a service's or model's processes run as, and whether their root filesystem is read-only.
+
+    Unset fields keep each target's default (kubernetes: uid and gid 65532; compose and docker: the image's
+    own user). `run_as_root: true` runs as uid 0, which takes a pod out of Pod Security "restricted" (the
+    plan warns and the namespace is labelled with the level its pods meet)."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    run_as_user: Annotated[int, Bounds(ge=0)] | None = None
+    run_as_group: Annotated[int, Bounds(ge=0)] | None = None
+    read_only_root_filesystem: bool | None = None
+    run_as_root: bool = False
+
+    def __post_init__(self) -> None:
+        if self.run_as_root and self.run_as_user not in (None, 0):
+            reject("combination", "`run_as_root: true` runs as uid 0; drop `run_as_user` or `run_as_root`")
+        if self.run_as_user == 0 and not self.run_as_root:
+            reject("combination", "uid 0 is root: say so with `run_as_root: true`")
+        if self.run_as_group is not None and self.run_as_user is None and not self.run_as_root:
+            # a container runtime's --user takes a group only after a user
+            reject("combination", "`run_as_group` needs `run_as_user` (or `run_as_root: true`)")
+
+    def container_user(self) -> str | None:
+        """`uid:gid` for a container runtime's `--user` (None: the image's own user)."""
+        if self.run_as_user is None and not self.run_as_root:
+            return None
+        user = 0 if self.run_as_root else self.run_as_user
+        return f"{user}:{self.run_as_group if self.run_as_group is not None else user}"
+
+
+@record(kw_only=True)
 class Resources:
     """A service's cpu, memory and GPUs per replica."""
 
@@ -205,6 +236,8 @@ class Service:
     hosts: list[Name] | None = None
     slo: Slo | None = None
     restart: Restart = "on-failure"
+    security: Security | None = None
+    """the user it runs as and a read-only root filesystem"""
 
 
 @record(kw_only=True)
@@ -228,6 +261,7 @@ class Defaults:
     hosts: list[Name] | None = None
     slo: Slo | None = None
     restart: Restart | None = None
+    security: Security | None = None
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
@@ -261,6 +295,8 @@ class LlmModel:
     depends_on: list[Name] = field(default_factory=list)
     hosts: list[Name] | None = None
     restart: Restart = "on-failure"
+    security: Security | None = None
+    """the user it runs as and a read-only root filesystem"""
 
 
 @record(kw_only=True)

@@ -268,6 +268,11 @@ def _service(w: Workload, replicas: tuple[Replica, ...], split: bool, stack: Res
     if split:
         svc["networks"] = {"default": {"aliases": [w.name]}}
     svc["restart"] = RESTART[w.restart]
+    user = w.security.container_user() if w.security is not None else None
+    if user is not None:
+        svc["user"] = user
+    if w.security is not None and w.security.read_only_root_filesystem is not None:
+        svc["read_only"] = w.security.read_only_root_filesystem
     svc["cap_drop"] = ["ALL"]
     svc["cap_add"] = list(CAP_ADD)
     svc["security_opt"] = ["no-new-privileges:true"]

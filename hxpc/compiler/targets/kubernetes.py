@@ -23,18 +23,29 @@ Decisions the spec leaves open, made for a demanding operator:
   has stopped serving as surely as one that crashed. `never` has no faithful
   mapping (only a bare Pod or Job could, losing replicas and rollouts), so it
   is an HX401 error naming `restart` and the target.
-- Security: every pod meets the `restricted` Pod Security Standard, and the
-  Namespace enforces it. Pods run as UID/GID 65532 (`runAsNonRoot` alone would
-  refuse images whose USER is root or a name, such as postgres, redis and
-  vLLM, which all run fine as an arbitrary UID), with fsGroup 65532 so volumes
-  are writable, seccomp RuntimeDefault, no privilege escalation, all
-  capabilities dropped. Model servers also get a read-only root filesystem:
-  vLLM writes only to /tmp, HOME (set to /tmp) and the Hugging Face cache
-  (`HF_HOME`, default /var/cache/huggingface), which are emptyDirs, and NCCL's
-  /dev/shm is a memory-backed emptyDir. Services keep a writable root
-  filesystem: hxpc cannot know where an arbitrary image writes scratch files
-  (postgres needs /var/run/postgresql), and the spec's only way to declare a
-  writable path, `volumes`, is persistent.
+- Security: pods meet the `restricted` Pod Security Standard unless the spec
+  says otherwise, and the Namespace enforces the level its pods meet
+  (`pod-security.kubernetes.io/enforce`: `baseline` when a workload has
+  `security.run_as_root`, `privileged` with a host-path model cache). Pods run
+  as UID/GID 65532 unless `security` names a user and group (`runAsNonRoot`
+  alone would refuse images whose USER is root or a name, such as postgres,
+  redis and vLLM, which all run fine as an arbitrary UID), with fsGroup equal
+  to the group so volumes are writable, seccomp RuntimeDefault, no privilege
+  escalation, all capabilities dropped. Model servers also get a read-only
+  root filesystem (unless `security.read_only_root_filesystem` says no): vLLM
+  writes only to /tmp, HOME (set to /tmp) and the Hugging Face cache
+  (`HF_HOME`, default /var/cache/huggingface), and NCCL's /dev/shm is a
+  memory-backed emptyDir. Services keep a writable root filesystem unless
+  their `security` asks otherwise: hxpc cannot know where an arbitrary image
+  writes scratch files (postgres needs /var/run/postgresql).
+- Model cache: without `targets.kubernetes.model_cache` the Hugging Face cache
+  is an emptyDir, so every restart downloads the weights again. With
+  `{size, access_mode: ReadWriteMany}` every model replica mounts one claim,
+  `model-cache` (in `namespace.yaml`); with `ReadWriteOnce` or
+  `ReadWriteOncePod` each replica gets its own claim, so models become
+  StatefulSets (`podManagementPolicy: Parallel`) whose rollouts replace one pod
+  at a time and never need a second pod on another node; with `{host_path}`
+  the node's directory is mounted (and Pod Security must be `privileged`).
 - Resources: requests = limits = the spec's cpu and memory, as the other
   targets enforce them as limits; equal values give Guaranteed QoS, which keeps
   GPU servers from being evicted first under memory pressure. GPUs are a
@@ -69,11 +80,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
-from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
+from hxpc.compiler.fieldrules import reject
+from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name, Size
 from hxpc.compiler.quantities import format_cpu, format_size
 from hxpc.compiler.targets import Platform, Problem, config_of, missing_field
 from hxpc.diagnostics import Diagnostic
@@ -88,6 +100,30 @@ Obj = dict[str, Any]
 TARGET = "kubernetes"
 
 
+AccessMode = Literal["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"]
+
+
+@record(kw_only=True)
+class ModelCache:
+    """Where model servers keep downloaded weights across restarts and rollouts: a PersistentVolumeClaim
+    (`size`, `access_mode`, `storage_class`) or a directory on each node (`host_path`)."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    size: Size | None = None
+    access_mode: AccessMode = "ReadWriteMany"
+    """ReadWriteMany: one claim every replica shares; ReadWriteOnce or ReadWriteOncePod: one claim per replica"""
+    storage_class: str | None = None
+    """default: the cluster's default storage class"""
+    host_path: str | None = None
+    """a node directory instead of a claim (pods then need Pod Security "privileged")"""
+
+    def __post_init__(self) -> None:
+        if (self.size is None) == (self.host_path is None):
+            reject("combination", "a model cache needs exactly one of `size` (a claim) or `host_path`")
+        if self.host_path is not None and not self.host_path.startswith("/"):
+            reject("combination", "`host_path` must be an absolute path")
+
+
 @record(kw_only=True)
 class KubernetesTarget:
     """Kubernetes manifests."""
@@ -98,6 +134,8 @@ class KubernetesTarget:
     gpu_resource: str = "nvidia.com/gpu"
     node_selector: dict[str, str] | None = None
     """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
+    model_cache: ModelCache | None = None
+    """model weights outlive pods (default: an emptyDir per pod, downloaded again on every start)"""
 
 
 Config = KubernetesTarget
@@ -125,6 +163,10 @@ PULL_AND_SCHEDULE_S = 300
 # A StatefulSet's pods carry `controller-revision-hash: <name>-<10-char hash>`, a label value (<= 63).
 STATEFULSET_NAME_MAX = 52
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+MODEL_CACHE_CLAIM = "model-cache"
+CACHE_VOLUME = "hf-cache"
+# Pod Security levels, most restrictive first: the namespace enforces the least restrictive its pods need
+PSS_LEVELS = ("restricted", "baseline", "privileged")
 
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -140,6 +182,16 @@ class _Ctx:
     namespace: str
     instance: str
     problems: list[Diagnostic]
+
+    @property
+    def cache(self) -> ModelCache | None:
+        return self.target.model_cache
+
+    def per_replica_cache(self, w: Workload) -> bool:
+        """A model whose cache claim one node at a time may mount: a claim per replica (a StatefulSet)."""
+        cache = self.cache
+        return w.kind == "model" and cache is not None and cache.size is not None and \
+            cache.access_mode != "ReadWriteMany"
 
     def error(self, code: str, message: str, field: str, hint: str | None = None) -> None:
         """Report in the other targets' form: the message, then the spec field and the target."""
@@ -170,6 +222,9 @@ def _objects_by_file(stack: ResolvedStack, meta: Meta) -> dict[str, list[Obj]]:
                f"{stack.project}-{stack.env}", [])
     _check_target(ctx)
     files: dict[str, list[Obj]] = {"namespace.yaml": [_namespace(ctx)]}
+    claim = _shared_cache_claim(ctx)
+    if claim is not None:
+        files["namespace.yaml"].append(claim)
     for wave in stack.waves:
         for name in wave:
             if f"{name}.yaml" in files:
@@ -246,15 +301,45 @@ def _object(ctx: _Ctx, api_version: str, kind: str, name: str, owner: str, body:
     return obj
 
 
+def pod_security_level(w: Workload, cache: ModelCache | None) -> tuple[str, str]:
+    """The Pod Security Standard a workload's pods meet, and why when it is not "restricted"."""
+    if w.kind == "model" and cache is not None and cache.host_path is not None:
+        return "privileged", "its model cache is a host path (targets.kubernetes.model_cache.host_path)"
+    if w.security is not None and w.security.run_as_root:
+        return "baseline", "it runs as root (security.run_as_root)"
+    return "restricted", ""
+
+
 def _namespace(ctx: _Ctx) -> Obj:
-    # Pod Security admission: refuse any pod that does not meet the profile every hxpc pod meets
-    pss = {f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "audit", "warn")}
+    # Pod Security admission refuses any pod below the level every hxpc pod of the stack meets
+    level = max((pod_security_level(w, ctx.cache)[0] for w in ctx.stack.workloads.values()),
+                key=PSS_LEVELS.index, default="restricted")
+    pss = {f"pod-security.kubernetes.io/{mode}": level for mode in ("enforce", "audit", "warn")}
     return _object(ctx, "v1", "Namespace", ctx.namespace, ctx.namespace, {}, labels=pss, namespaced=False)
+
+
+def _cache_claim_spec(cache: ModelCache) -> Obj:
+    spec: Obj = {"accessModes": [cache.access_mode],
+                 "resources": {"requests": {"storage": format_size(cache.size or 0)}}}
+    if cache.storage_class is not None:
+        spec["storageClassName"] = cache.storage_class
+    return spec
+
+
+def _shared_cache_claim(ctx: _Ctx) -> Obj | None:
+    """The one claim every model replica mounts (ReadWriteMany): weights are downloaded once per cluster."""
+    cache = ctx.cache
+    if cache is None or cache.size is None or cache.access_mode != "ReadWriteMany":
+        return None
+    if not any(w.kind == "model" for w in ctx.stack.workloads.values()):
+        return None
+    return _object(ctx, "v1", "PersistentVolumeClaim", MODEL_CACHE_CLAIM, MODEL_CACHE_CLAIM,
+                   {"spec": _cache_claim_spec(cache)})
 
 
 def _workload(w: Workload, ctx: _Ctx) -> list[Obj]:
     _check_names(w, ctx)
-    stateful = bool(w.volumes)
+    stateful = bool(w.volumes) or ctx.per_replica_cache(w)
     objects: list[Obj] = []
     config_hash = None
     if w.env:
@@ -282,7 +367,7 @@ def _check_names(w: Workload, ctx: _Ctx) -> None:
     if (w.ports or w.volumes) and not _DNS_1035.match(w.name):
         ctx.error("HX404", f"{what} needs a kubernetes Service, whose name must start with a letter",
                   _field(w, ""), hint="rename it, e.g. to `svc-" + w.name + "`")
-    if w.volumes and len(w.name) > STATEFULSET_NAME_MAX:
+    if (w.volumes or ctx.per_replica_cache(w)) and len(w.name) > STATEFULSET_NAME_MAX:
         ctx.error("HX404", f"{what} has volumes and becomes a StatefulSet, whose name kubernetes limits to "
                   f"{STATEFULSET_NAME_MAX} characters ({len(w.name)} given)", _field(w, ""), hint="shorten the name")
     for port in w.ports:
@@ -331,18 +416,36 @@ def _controller(w: Workload, ctx: _Ctx, stateful: bool, config_hash: str | None)
     annotations = {"hxpc.dev/depends-on": ",".join(w.depends_on)} if w.depends_on else {}
     if stateful:
         spec["serviceName"] = f"{w.name}-headless"
+        claims = [(vol_name, {"accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": format_size(vol.size or 0)}}})
+                  for vol_name, vol in sorted(w.volumes.items())]
+        if ctx.per_replica_cache(w) and ctx.cache is not None:
+            claims.append((CACHE_VOLUME, _cache_claim_spec(ctx.cache)))
+            # replicas load their weights at once, as a Deployment's would; rollouts stay one pod at a time
+            spec["podManagementPolicy"] = "Parallel"
         # apiVersion and kind as the server stores them, so a re-plan compares equal
         spec["volumeClaimTemplates"] = [
             {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-             "metadata": {"name": vol_name, "labels": _app_labels(ctx, w.name)},
-             "spec": {"accessModes": ["ReadWriteOnce"],
-                      "resources": {"requests": {"storage": format_size(vol.size or 0)}}}}
-            for vol_name, vol in sorted(w.volumes.items())]
+             "metadata": {"name": name, "labels": _app_labels(ctx, w.name)}, "spec": claim}
+            for name, claim in claims]
         return _object(ctx, "apps/v1", "StatefulSet", w.name, w.name, {"spec": spec}, annotations)
     spec["progressDeadlineSeconds"] = max(600, w.startup_budget_s + PULL_AND_SCHEDULE_S)
     if w.gpus:
         spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     return _object(ctx, "apps/v1", "Deployment", w.name, w.name, {"spec": spec}, annotations)
+
+
+def _pod_security(w: Workload) -> Obj:
+    """The pod's user and group: the spec's `security`, else 65532 (see the module docstring)."""
+    sec = w.security
+    if sec is not None and sec.run_as_root:
+        user, group = 0, sec.run_as_group if sec.run_as_group is not None else 0
+    else:
+        user = sec.run_as_user if sec is not None and sec.run_as_user is not None else RUN_AS
+        group = (sec.run_as_group if sec is not None and sec.run_as_group is not None
+                 else user if sec is not None and sec.run_as_user is not None else RUN_AS)
+    return {"runAsNonRoot": user != 0, "runAsUser": user, "runAsGroup": group, "fsGroup": group,
+            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _pod(w: Workload, ctx: _Ctx) -> Obj:
@@ -351,8 +454,7 @@ def _pod(w: Workload, ctx: _Ctx) -> Obj:
         "containers": [container],
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-                            "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": _pod_security(w),
     }
     if volumes:
         pod["volumes"] = volumes
@@ -398,9 +500,12 @@ def _container(w: Workload, ctx: _Ctx) -> tuple[Obj, list[Obj]]:
         for var, value in (("HF_HOME", hf_home), ("HOME", w.env.get("HOME", TMP_DIR))):
             if var not in w.env:
                 env.append({"name": var, "value": value})
-        volumes += [{"name": "tmp", "emptyDir": {}}, {"name": "hf-cache", "emptyDir": {}},
-                    {"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-        mounts += [{"name": "tmp", "mountPath": TMP_DIR}, {"name": "hf-cache", "mountPath": hf_home},
+        volumes.append({"name": "tmp", "emptyDir": {}})
+        cache = _cache_volume(ctx)
+        if cache is not None and not ctx.per_replica_cache(w):  # a per-replica claim comes from the template
+            volumes.append(cache)
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts += [{"name": "tmp", "mountPath": TMP_DIR}, {"name": CACHE_VOLUME, "mountPath": hf_home},
                    {"name": "dshm", "mountPath": "/dev/shm"}]
     for vol_name, vol in sorted(w.volumes.items()):
         mounts.append({"name": vol_name, "mountPath": vol.path})
@@ -413,11 +518,24 @@ def _container(w: Workload, ctx: _Ctx) -> tuple[Obj, list[Obj]]:
         container["resources"] = resources
     if w.probe is not None:
         container.update(_probes(w.probe, w.startup_budget_s))
+    read_only = w.security.read_only_root_filesystem if w.security is not None else None
     container["securityContext"] = {
         "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": w.kind == "model",
+        "readOnlyRootFilesystem": w.kind == "model" if read_only is None else read_only,
     }
     return container, volumes
+
+
+def _cache_volume(ctx: _Ctx) -> Obj | None:
+    """The pod volume that holds a model's Hugging Face cache: the shared claim, a node path, or an emptyDir."""
+    cache = ctx.cache
+    if cache is None:
+        return {"name": CACHE_VOLUME, "emptyDir": {}}
+    if cache.host_path is not None:
+        return {"name": CACHE_VOLUME, "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+    if cache.access_mode == "ReadWriteMany":
+        return {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": MODEL_CACHE_CLAIM}}
+    return None
 
 
 def _resources(w: Workload, ctx: _Ctx) -> Obj:

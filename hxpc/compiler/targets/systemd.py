@@ -475,8 +475,10 @@ class _Unit:
         gpu = w.gpus > 0
         low_port = any(n < 1024 for r in self.replicas for n in r.host_ports.values())
         caps = "CAP_NET_BIND_SERVICE" if low_port else ""
+        uid, _, gid = (w.security.container_user() or "" if w.security is not None else "").partition(":")
         svc["hardening"] = {
             "user": dynamic_user(self.project, w), "gpu": gpu, "caps": caps,
+            "uid": uid, "gid": gid,  # the spec's security.run_as_user (or root) instead of a dynamic user
             # a capability held inside a user namespace does not reach the host's network namespace
             "private_users": not gpu and not caps,
             "control_devices": list(NVIDIA_CONTROL) if gpu else [],
@@ -536,6 +538,11 @@ class _Unit:
             run.append(["--shm-size", f"{max(SHM_MIN_GIB, SHM_GIB_PER_GPU * w.gpus)}g"])
         run.append(["--cap-drop", "ALL"] + [a for c in CAP_ADD for a in ("--cap-add", c)])
         run.append(["--security-opt", "no-new-privileges"])
+        user = w.security.container_user() if w.security is not None else None
+        if user is not None:
+            run.append(["--user", user])
+        if w.security is not None and w.security.read_only_root_filesystem:
+            run.append(["--read-only"])
         run += [["--env", word(f"{k}={v}")] for k, v in w.env.items()]
         run += [["--env", word(k)] for k in w.secrets]
         run += [["--volume", word(f"{self._volume_dir(n)}:{v.path}")] for n, v in w.volumes.items()]

@@ -1,5 +1,5 @@
 # Generated from unit.service.j2 by `python -m hxpc.compiler.targets.templates`. Do not edit.
-SOURCE_SHA256 = '5cebff336f72551884a23914b36f7bd09918f40a8aef8d4d1a35cd838cdc6411'
+SOURCE_SHA256 = '6f0eec10dff987248ca3cfc2662415ae281bc339d660bdba2f1060ad15158ef9'
 JINJA2_VERSION = '3.1.6'
 from jinja2.runtime import LoopContext, Macro, Markup, Namespace, TemplateNotFound, TemplateReference, TemplateRuntimeError, Undefined, escape, identity, internalcode, markup_join, missing, str_join
 name = 'unit.service.j2'
@@ -220,9 +220,20 @@ def root(context, missing=missing):
             yield str(l_1_path)
             yield '\n'
         l_1_path = missing
-        yield '\n# Hardening: a dynamic user with no capabilities, a read-only system and a syscall filter.\nDynamicUser=yes\nUser='
-        yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'user'))
-        yield '\nCapabilityBoundingSet='
+        yield '\n'
+        if environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'uid'):
+            pass
+            yield "# Hardening: the spec's user (security.run_as_user) with no capabilities, a read-only system and a syscall filter.\nUser="
+            yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'uid'))
+            yield '\nGroup='
+            yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'gid'))
+            yield '\n'
+        else:
+            pass
+            yield '# Hardening: a dynamic user with no capabilities, a read-only system and a syscall filter.\nDynamicUser=yes\nUser='
+            yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'user'))
+            yield '\n'
+        yield 'CapabilityBoundingSet='
         yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'caps'))
         yield '\nAmbientCapabilities='
         yield str(environment.getattr((undefined(name='h') if l_0_h is missing else l_0_h), 'caps'))
@@ -256,4 +267,4 @@ def root(context, missing=missing):
     yield '\n[Install]\nWantedBy=multi-user.target\n'
 
 blocks = {}
-debug_info = '1=37&2=46&3=47&4=51&8=55&9=57&10=59&11=62&13=65&14=67&15=71&17=74&18=77&20=80&21=82&22=84&23=86&24=88&25=90&26=94&28=99&29=103&32=114&33=116&35=117&38=119&39=121&42=124&43=128&45=131&46=133&48=134&50=138&52=141&53=144&54=147&57=152&58=156&60=159&61=163&63=166&64=170&66=174&67=176&68=180&70=183&71=187&73=191&75=193&76=195&77=198&79=201&80=203&81=206&82=210&84=213&85=217&90=221&91=223&92=225&99=227&103=230&104=234&110=240&125=244&130=251'
+debug_info = '1=37&2=46&3=47&4=51&8=55&9=57&10=59&11=62&13=65&14=67&15=71&17=74&18=77&20=80&21=82&22=84&23=86&24=88&25=90&26=94&28=99&29=103&32=114&33=116&35=117&38=119&39=121&42=124&43=128&45=131&46=133&48=134&50=138&52=141&53=144&54=147&57=152&58=156&60=159&61=163&63=166&64=170&66=174&67=176&68=180&70=183&71=187&73=191&75=193&76=195&77=198&79=201&80=203&81=206&82=210&84=213&85=217&88=221&90=224&91=226&95=231&97=234&98=236&105=238&109=241&110=245&116=251&131=255&136=262'

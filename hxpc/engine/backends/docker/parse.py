@@ -298,6 +298,8 @@ def container_config(state: Mapping[str, Any], labels: Mapping[str, str], networ
         host["Memory"] = size_bytes(limits["memory"])
     if "shm_size" in state:
         host["ShmSize"] = size_bytes(state["shm_size"])
+    if state.get("read_only"):
+        host["ReadonlyRootfs"] = True
     requests = device_requests(resources)
     if requests:
         host["DeviceRequests"] = requests
@@ -309,6 +311,8 @@ def container_config(state: Mapping[str, Any], labels: Mapping[str, str], networ
         "Image": state["image"], "Env": env, "Labels": dict(labels), "ExposedPorts": exposed, "HostConfig": host,
         "NetworkingConfig": {"EndpointsConfig": {network: {"Aliases": aliases}}},
     }
+    if "user" in state:  # the spec's security.run_as_user (else the image's own USER)
+        config["User"] = str(state["user"])
     if "entrypoint" in state:
         config["Entrypoint"] = list(state["entrypoint"])
     if "command" in state:

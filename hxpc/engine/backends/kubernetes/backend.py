@@ -46,7 +46,7 @@ from typing import Any, TypeVar
 from hxpc.compiler.bundle import Meta, TargetError
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.targets import config_of
-from hxpc.compiler.targets.kubernetes import KubernetesTarget, namespace_of
+from hxpc.compiler.targets.kubernetes import KubernetesTarget, namespace_of, pod_security_level
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
 from hxpc.engine.backends.kubernetes import KubernetesOptions, feasibility, fields, inventory, kstatus, pods
 from hxpc.engine.backends.kubernetes.client import ApiError, Cluster
@@ -321,6 +321,11 @@ class KubernetesBackend:
                                          f"{self.meta.project}-{self.meta.env}")
         for _, problem in sorted(self._unreadable.items()):
             out.append(f"{problem}: its value is not compared now, and apply needs it")
+        for w in self.stack.workloads.values():
+            level, why = pod_security_level(w, self.config.model_cache)
+            if level != "restricted":
+                out.append(f"{w.kind} `{w.name}`: its pods leave Pod Security \"restricted\" because {why}; "
+                           f"namespace {self.namespace} enforces \"{level}\"")
         return out
 
     # -- applying -------------------------------------------------------------------------------------------------

@@ -146,12 +146,15 @@ SANDBOX = ("NoNewPrivileges=yes", "CapabilityBoundingSet=", "UMask=0077", "Prote
 
 
 def native_exec_wrapper(meta: Meta, w: Workload, timeout: int) -> tuple[str, ...]:
-    """`systemd-run` as the unit's dynamic user: a command that may point into the service's writable state
+    """`systemd-run` as the unit's user (its dynamic user, or the spec's `security.run_as_user`): a command that
+    may point into the service's writable state
     must not run as root. systemd gives every unit naming the same dynamic user the same UID while one is
     active, so the check sees what the service sees and no more. `RuntimeMaxSec=` bounds the transient unit
     itself: the gate's `timeout` only ends the `systemd-run` client."""
-    props = ("DynamicUser=yes", f"User={target.dynamic_user(meta.project, w)}", *SANDBOX,
-             *(() if w.gpus else ("PrivateDevices=yes",)), f"RuntimeMaxSec={timeout + 1}")
+    uid, _, gid = (w.security.container_user() or "" if w.security is not None else "").partition(":")
+    dynamic = ("DynamicUser=yes", f"User={target.dynamic_user(meta.project, w)}")
+    user = (f"User={uid}", f"Group={gid}") if uid else dynamic
+    props = (*user, *SANDBOX, *(() if w.gpus else ("PrivateDevices=yes",)), f"RuntimeMaxSec={timeout + 1}")
     return (SYSTEMD_RUN, "--wait", "--pipe", "--collect", "--quiet",
             *(arg for p in props for arg in ("-p", p)), "--")
 

@@ -189,3 +189,15 @@ def test_a_missing_secret_or_image_fails_before_anything_is_touched(stack: Docke
         stack.apply()
     assert not stack.containers() and not stack.lock_exists()
     assert not stack.api.networks(filters={"name": f"{stack.scope}_default"})
+
+
+def test_security_runs_the_container_as_the_specs_user_with_a_read_only_root(stack: DockerStack) -> None:
+    stack.write_raw({"web": svc(stack.port, security={"run_as_user": 10001, "run_as_group": 20002,
+                                                      "read_only_root_filesystem": True})})
+    assert stack.apply().outcome == "success"
+    info = stack.api.inspect_container(f"{stack.scope}-web-1")
+    assert info["Config"]["User"] == "10001:20002" and info["HostConfig"]["ReadonlyRootfs"] is True
+    ran = stack.client.containers.get(f"{stack.scope}-web-1").exec_run(["id", "-u"])
+    assert ran.output.decode().strip() == "10001"
+    assert get(stack.port) == "ok\n"
+    assert not stack.plan().has_changes

@@ -113,7 +113,7 @@ def test_monitoring_objects_wait_for_their_crds_and_go_last(stack: KubeStack) ->
     assert not stack.plan().has_changes
 
 
-# -- change one, prune, ownership -----------------------------------------------------------------------------------
+# -- ownership, drift, stale plans, immutable fields, data, pod security -----------------------------------------
 
 def test_an_object_in_the_way_is_refused_unless_adopted(stack: KubeStack) -> None:
     stack.write_raw({"web": svc(8080)})
@@ -190,6 +190,50 @@ def test_an_immutable_change_is_refused_without_allow_replace_and_keeps_the_clai
     wait_for(lambda: (stack.read("statefulset", "db") or {}).get("status", {}).get("readyReplicas") == 1, 60,
              "db ready again")
     assert not stack.plan(allow_replace=True).has_changes
+
+
+def test_a_model_cache_claim_is_kept_when_the_spec_drops_it(stack: KubeStack) -> None:
+    stack.cluster.add_persistent_volumes(1, size="20Gi", access_modes=("ReadWriteMany",),
+                                         name_prefix=f"{stack.project}-rwx-")
+    stack.write_raw({}, models={"llm": model()}, model_cache={"size": "10Gi"})
+    assert stack.apply().outcome == "success"
+    claim = stack.read("pvc", "model-cache")
+    assert claim is not None and claim["status"]["phase"] == "Bound"
+    volumes = stack.read("deployment", "llm")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "hf-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in volumes
+    stack.write_raw({}, models={"llm": model()})                                  # no cache any more
+    plan = stack.plan()
+    kept = next(a for a in plan.actions if a.key.kind == "PersistentVolumeClaim")
+    assert kept.kind == "keep" and "--allow-delete-data" in kept.reason
+    assert "  = kubernetes:" in render_text(plan) and "1 kept" in plan.summary_line()
+    assert stack.apply(plan).outcome == "success"
+    assert stack.read("pvc", "model-cache")["metadata"]["uid"] == claim["metadata"]["uid"]
+    assert stack.plan().counts()["keep"] == 1                                     # still listed, still kept
+    allowed = stack.plan(allow_delete_data=True)
+    assert [a.key.name for a in allowed.touched if a.kind == "delete"] == ["model-cache"]
+    assert stack.apply(options={"allow_delete_data": True}).outcome == "success"
+    wait_for(lambda: stack.read("pvc", "model-cache") is None, 60, "the claim to be deleted")
+    after = stack.plan()
+    assert not after.has_changes and after.counts()["keep"] == 0
+
+
+def test_a_workload_that_runs_as_root_is_warned_and_admitted_under_baseline(stack: KubeStack) -> None:
+    stack.write_raw({"web": svc(8080, security={"run_as_root": True})})
+    plan = stack.plan()
+    assert any('`web`: its pods leave Pod Security "restricted" because it runs as root' in w
+               for w in plan.warnings), plan.warnings
+    assert stack.apply(plan).outcome == "success"
+    labels = stack.read("namespace", stack.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    [pod] = stack.pods_of("web")
+    assert pod["spec"]["securityContext"]["runAsUser"] == 0
+    stack.write_raw({"web": svc(8080, security={"run_as_user": 10001, "read_only_root_filesystem": True})})
+    assert stack.apply().outcome == "success"                                    # back to restricted
+    labels = stack.read("namespace", stack.namespace)["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "restricted"
+    stack.wait_rolled_out("deployment", "web")
+    assert all(p["spec"]["securityContext"]["runAsUser"] == 10001 for p in stack.pods_of("web")
+               if not p["metadata"].get("deletionTimestamp"))
 
 
 # -- health gates and rollback ---------------------------------------------------------------------------------------

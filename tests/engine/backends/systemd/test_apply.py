@@ -101,3 +101,21 @@ def test_an_unreachable_host_fails_the_plan_naming_it(tmp_path: Path, hosts: Hos
     with pytest.raises(BackendError, match=r"cannot read host `h2`: docker://hxpc-sdt-gone: cannot reach the host"):
         s.plan()
     assert "sdt-down" not in sh(hosts.h1, "ls /etc/systemd/system")
+
+
+def test_security_runs_a_native_unit_as_the_specs_user(tmp_path: Path, hosts: Hosts) -> None:
+    # systemd runs a unit as a fixed User= only when the host knows it (an unknown uid fails with 217/USER)
+    sh(hosts.h1, "grep -q ':10001:' /etc/passwd || { echo 'hxpcsvc:x:10001:20002::/nonexistent:/usr/sbin/nologin'"
+                 " >> /etc/passwd; echo 'hxpcsvc:x:20002:' >> /etc/group; }")
+    s = SystemdStack(tmp_path, hosts, "sdt-user")
+    s.write_raw({"web": service(9301, ["h1"], security={"run_as_user": 10001, "run_as_group": 20002},
+                                health={"exec": ["/bin/sh", "-c", 'test "$(id -u)" = 10001'],
+                                        "interval": "500ms", "timeout": "2s", "retries": 2})})
+    try:
+        report = s.apply()
+        assert report.outcome == "success", report.render()          # the exec check ran as that user too
+        main = unit_props(hosts.h1, "sdt-user-web.service")["MainPID"]
+        assert sh(hosts.h1, f"stat -c '%u %g' /proc/{main}").split() == ["10001", "20002"]
+        assert not s.plan().has_changes
+    finally:
+        s.cleanup()

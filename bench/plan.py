@@ -7,7 +7,9 @@ requests one plan made, counted at the SDK's HTTP session. Planning must make a 
 calls (one list per kind of object), not one per container. Everything the bench created is removed
 afterwards, also on failure. Needs `hxpc-test/busybox:1` (`.ci/build-test-images.sh`).
 The systemd case (bench/plan_systemd.py) plans against one systemd host with N units and counts the
-commands run per host. Run: python bench/plan.py [docker|systemd] [N ...]   (default: both, 10 50 200)
+commands run per host. The kubernetes case (bench/plan_kubernetes.py) plans N services against a real API
+server beside `kubectl diff --server-side` (default N: 10 100 500). Run:
+python bench/plan.py [docker|systemd|kubernetes] [N ...]   (default: docker and systemd, 10 50 200)
 """
 
 from __future__ import annotations
@@ -107,8 +109,15 @@ def bench(n: int, tmp: Path) -> tuple[float, float, Counter[str], int]:
 
 def main() -> None:
     args = sys.argv[1:]
-    case = args.pop(0) if args and args[0] in ("docker", "systemd") else "all"
+    case = args.pop(0) if args and args[0] in ("docker", "systemd", "kubernetes") else "all"
     sizes = [int(a) for a in args] or [10, 50, 200]
+    if case == "kubernetes":
+        print("kubernetes target, a real API server (tests/kubecluster.py):")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import plan_kubernetes
+
+        plan_kubernetes.main([int(a) for a in args] or [10, 100, 500])
+        return
     if case in ("docker", "all"):
         print("compose target, Docker Engine:")
         docker_case(sizes)

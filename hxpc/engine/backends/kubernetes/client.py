@@ -158,8 +158,10 @@ class Cluster:
             if key in self._resources:
                 return self._resources[key]
         dynamic = self.dynamic
+        # the core group only under /api: a search by version alone would load every group's resources
+        where = {} if "/" in api_version else {"prefix": "api"}
         try:
-            found = self._count(lambda: dynamic.resources.get(api_version=api_version, kind=kind),
+            found = self._count(lambda: dynamic.resources.get(api_version=api_version, kind=kind, **where),
                                 f"discovering {kind} ({api_version})")
         except ResourceNotFoundError:
             found = None

@@ -416,3 +416,6 @@ def test_the_command_line_takes_the_backends_own_options(stack: KubeStack,
     assert "REFUSED" not in capsys.readouterr().out
     assert main(["plan", spec, "--env", "test", "--kubeconfig", str(stack.tmp / "missing")]) == 1
     assert "cannot load the Kubernetes configuration" in capsys.readouterr().err
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "--context", "hxpc-test"]) == 0
+    assert main(["plan", spec, "--env", "test", "--kubeconfig", config, "--context", "elsewhere"]) == 1
+    assert "context elsewhere" in capsys.readouterr().err

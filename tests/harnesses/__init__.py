@@ -10,9 +10,18 @@ backend's own guarantees stay tested where the scenario runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import pytest
 
 from hxpc.engine.lock import LockHandle
 from hxpc.engine.plan import Plan
@@ -106,3 +115,47 @@ class Harness(Protocol):
     def verify_rolled_back(self, report: ApplyReport, name: str, before: set[str]) -> None: ...
 
     def verify_secret(self, name: str, value: str) -> None: ...
+
+
+# The end of an apply script (see start_apply): after its head made `resolved`, `meta`, `env`, `backend` and
+# TARGET, it plans, applies with progress on stdout and prints the report and `REPORT <json>`.
+APPLY_SCRIPT_TAIL = textwrap.dedent('''
+    plan = plan_live({TARGET: backend}, resolved.stack.waves, project=meta.project, env=env,
+                     spec_hash=meta.spec_hash)
+    ttl = os.environ.get("HXPC_LOCK_TTL")
+    try:
+        report = apply(plan, {TARGET: backend}, env=env, spec_hash=meta.spec_hash, project=meta.project,
+                       options=ApplyOptions(lock_ttl_s=int(ttl) if ttl else None), progress=PlainProgress(sys.stdout))
+        code = 0
+    except (ApplyFailed, ApplyInterrupted) as exc:
+        report, code = exc.report, exc.exit_code
+    print(report.render(), end="", flush=True)
+    print("REPORT " + json.dumps(report.to_dict()), flush=True)
+    sys.exit(code)
+''')
+
+
+def start_apply(script: Path, args: Sequence[str], cwd: Path, env: Mapping[str, str] | None = None,
+                timeout: float = 60) -> tuple[subprocess.Popen[str], list[str]]:
+    """Run an apply `script` (which prints the progress' lines) in a subprocess, as the command line runs it, and
+    return once it waits on a health gate: signals and `kill -9` then hit an apply mid-wave."""
+    proc = subprocess.Popen([sys.executable, "-u", str(script), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=cwd, env={**os.environ, **(env or {})})
+    lines: list[str] = []
+    reached = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if "health gate" in line:
+                reached.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not reached.wait(0.1) and proc.poll() is None and time.monotonic() < deadline:
+        pass
+    if not reached.is_set():
+        proc.kill()
+        pytest.fail("the apply never reached its health gate:\n" + "".join(lines))
+    return proc, lines

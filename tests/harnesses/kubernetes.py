@@ -17,21 +17,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import subprocess
-import sys
 import textwrap
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import kubecluster
-import pytest
 from kubecluster import Cluster, wait_for
 
+import harnesses
 from harnesses import Svc
 from hxpc.compiler.bundle import Meta
 from hxpc.compiler.compile import compile_env, spec_hash
@@ -398,43 +395,13 @@ SCRIPT = textwrap.dedent("""
     resolved = resolve_env(FileSources(spec), env)
     meta = Meta(resolved.stack.project, env, spec, spec_hash(resolved))
     backend = KubernetesBackend(resolved.stack, meta, KubernetesOptions(kubeconfig=kubeconfig))
-    plan = plan_live({"kubernetes": backend}, resolved.stack.waves, project=meta.project, env=env,
-                     spec_hash=meta.spec_hash)
-    ttl = os.environ.get("HXPC_LOCK_TTL")
-    try:
-        report = apply(plan, {"kubernetes": backend}, env=env, spec_hash=meta.spec_hash, project=meta.project,
-                       options=ApplyOptions(lock_ttl_s=int(ttl) if ttl else None), progress=PlainProgress(sys.stdout))
-        code = 0
-    except (ApplyFailed, ApplyInterrupted) as exc:
-        report, code = exc.report, exc.exit_code
-    print(report.render(), end="", flush=True)
-    print("REPORT " + json.dumps(report.to_dict()), flush=True)
-    sys.exit(code)
-""")
+    TARGET = "kubernetes"
+""") + harnesses.APPLY_SCRIPT_TAIL
 
 
 def start_apply(stack: KubeStack, **env: str) -> tuple[subprocess.Popen[str], list[str]]:
     """`apply` in a subprocess; returns once it waits on a health gate."""
     script = stack.tmp / "apply_script.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, "-u", str(script), str(stack.spec), ENV, str(stack.cluster.kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            env={**os.environ, **env})
-    lines: list[str] = []
-    reached = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "health gate" in line:
-                reached.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 60
-    while not reached.wait(0.1) and proc.poll() is None and time.monotonic() < deadline:
-        pass
-    if not reached.is_set():
-        proc.kill()
-        pytest.fail("the apply never reached its health gate:\n" + "".join(lines))
-    return proc, lines
+    return harnesses.start_apply(script, [str(stack.spec), ENV, str(stack.cluster.kubeconfig)], REPO, env,
+                                 timeout=60)

@@ -47,7 +47,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -63,6 +62,7 @@ from hxpc.engine.backends.docker import parse as dp
 from hxpc.engine.lock import LockInfo, PrimitiveLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
+from hxpc.engine.secrets import read_secrets
 from hxpc.errors import BackendError
 
 T = TypeVar("T")
@@ -366,24 +366,9 @@ class DockerBackend:
 
     # -- preflight --------------------------------------------------------------------------------------------
     def resolve_secrets(self, names: Sequence[str]) -> None:
-        problems = []
-        for name in names:
-            if name in self._secrets:
-                continue
-            source = self.stack.spec.secrets.get(name)
-            if source is None:
-                problems.append(f"secret `{name}` is not declared under `secrets:`")
-            elif source.env is not None:
-                value = self._environ.get(source.env)
-                if value is None:
-                    problems.append(f"secret `{name}`: environment variable {source.env} is not set")
-                else:
-                    self._secrets[name] = value
-            else:
-                try:
-                    self._secrets[name] = Path(source.file or "").read_text().rstrip("\n")
-                except OSError as exc:
-                    problems.append(f"secret `{name}`: cannot read {source.file}: {exc.strerror or exc}")
+        found, problems = read_secrets([n for n in names if n not in self._secrets], self.stack.spec.secrets,
+                                       self._environ)
+        self._secrets.update(found)
         if problems:
             raise BackendError("missing secrets; nothing was changed:\n" + "\n".join(f"  {p}" for p in problems))
 

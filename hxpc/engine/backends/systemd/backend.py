@@ -22,7 +22,6 @@ file. The health gate runs each instance's check (`probe_script`) on its host.
 from __future__ import annotations
 
 import json
-import os
 import secrets as pysecrets
 import shlex
 import threading
@@ -62,6 +61,7 @@ from hxpc.engine.backends.systemd.transport import Transport, transport_for
 from hxpc.engine.lock import LockInfo, MultiLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
+from hxpc.engine.secrets import read_secrets
 from hxpc.errors import BackendError
 
 LOCK_SCRIPT_DIR = 'b=/run/lock; [ -d "$b" ] || b=/var/lock; d=$b/hxpc-$1'
@@ -262,25 +262,8 @@ class SystemdBackend:
         named at once."""
         with self._guard:
             values = dict(self._values or {})
-        missing = []
-        for name in sorted(set(names) - set(values)):
-            source = self.stack.spec.secrets[name]
-            if source.env:
-                value = os.environ.get(source.env)
-                if value is None:
-                    missing.append(f"secret `{name}`: environment variable {source.env} is not set")
-                    continue
-            else:
-                try:
-                    with open(source.file or "", encoding="utf-8") as handle:
-                        value = handle.read().removesuffix("\n")
-                except (OSError, UnicodeDecodeError) as exc:
-                    missing.append(f"secret `{name}`: cannot read {source.file}: {exc.__class__.__name__}")
-                    continue
-            if "\0" in value:
-                missing.append(f"secret `{name}`: contains a NUL character, which an environment cannot hold")
-                continue
-            values[name] = value
+        found, missing = read_secrets(set(names) - set(values), self.stack.spec.secrets)
+        values.update(found)
         if missing:
             raise BackendError("missing secrets; nothing was touched:\n" + "\n".join(f"  {m}" for m in missing))
         with self._guard:

@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -21,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import harnesses
 import pytest
 from harnesses.docker import ENV, DockerStack, get, svc
 
@@ -88,45 +88,15 @@ SCRIPT = textwrap.dedent("""
     resolved = resolve_env(FileSources(spec), env)
     meta = Meta(resolved.stack.project, env, spec, spec_hash(resolved))
     backend = DockerBackend(resolved.stack, meta, bind_address="127.0.0.1")
-    plan = plan_live({"compose": backend}, resolved.stack.waves, project=meta.project, env=env,
-                     spec_hash=meta.spec_hash)
-    ttl = os.environ.get("HXPC_LOCK_TTL")
-    try:
-        report = apply(plan, {"compose": backend}, env=env, spec_hash=meta.spec_hash, project=meta.project,
-                       options=ApplyOptions(lock_ttl_s=int(ttl) if ttl else None), progress=PlainProgress(sys.stdout))
-        code = 0
-    except (ApplyFailed, ApplyInterrupted) as exc:
-        report, code = exc.report, exc.exit_code
-    print(report.render(), end="", flush=True)
-    print("REPORT " + json.dumps(report.to_dict()), flush=True)
-    sys.exit(code)
-""")
+    TARGET = "compose"
+""") + harnesses.APPLY_SCRIPT_TAIL
 
 
 def start_apply(stack: DockerStack, **env: str) -> tuple[subprocess.Popen[str], list[str]]:
     """`apply` in a subprocess, as the command line runs it; returns once it waits on a health gate."""
     script = stack.tmp / "apply_script.py"
     script.write_text(SCRIPT)
-    proc = subprocess.Popen([sys.executable, "-u", str(script), str(stack.spec), ENV], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ, **env})
-    lines: list[str] = []
-    reached = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "health gate" in line:
-                reached.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not reached.wait(0.1) and proc.poll() is None and time.monotonic() < deadline:
-        pass
-    if not reached.is_set():
-        proc.kill()
-        pytest.fail("the apply never reached its health gate:\n" + "".join(lines))
-    return proc, lines
+    return harnesses.start_apply(script, [str(stack.spec), ENV], REPO, env, timeout=30)
 
 
 def test_sigint_mid_apply_leaves_no_lock_and_a_truthful_report(stack: DockerStack) -> None:

@@ -220,7 +220,7 @@ class KubernetesBackend:
             raw.objects += [o for o in items if full or key_of(o) in touched]
         live = {key_of(o): o for o in raw.objects}
         candidates = [k for k in wanted if (full or k in touched) and k.kind != "Namespace"]
-        candidates += [k for k in wanted if k.kind == "Namespace" and k in live]
+        candidates += [k for k in wanted if k.kind == "Namespace" and k in live and (full or k in touched)]
         raw.dry_runs = self._dry_runs(candidates, live, previous, full)
         if full:
             for key, dry in raw.dry_runs.items():

@@ -9,7 +9,7 @@ file, removed with the client) and refreshed when a kind is missing. Requests
 and answers are plain dicts (no `ResourceInstance` wrapping: a list of a
 thousand objects would cost seconds). Failures become `TransientError` (may
 pass on retry: connection trouble, HTTP 408, 429 and 5xx) or `BackendError`
-with the API server's own message. `calls` counts the HTTP requests made.
+with the API server's own message.
 """
 
 from __future__ import annotations
@@ -119,7 +119,6 @@ class Cluster:
         self._dynamic: DynamicClient | None = None
         self._resources: dict[tuple[str, str], Any] = {}
         self._guard = threading.Lock()
-        self.calls = 0
 
     @property
     def api(self) -> k8s_client.ApiClient:
@@ -135,7 +134,7 @@ class Cluster:
             if self._dynamic is None:
                 cache = tempfile.mkdtemp(prefix="hxpc-discovery-")
                 try:
-                    self._dynamic = self._count(
+                    self._dynamic = self._call(
                         lambda: DynamicClient(api, cache_file=os.path.join(cache, "c.json")),  # type: ignore[no-untyped-call]
                         "discovering the API")
                 finally:
@@ -143,8 +142,7 @@ class Cluster:
                     weakref.finalize(self, shutil.rmtree, cache, True)
             return self._dynamic
 
-    def _count(self, call: Callable[[], T], what: str) -> T:
-        self.calls += 1
+    def _call(self, call: Callable[[], T], what: str) -> T:
         try:
             return call()
         except (ApiException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
@@ -161,7 +159,7 @@ class Cluster:
         # the core group only under /api: a search by version alone would load every group's resources
         where = {} if "/" in api_version else {"prefix": "api"}
         try:
-            found = self._count(lambda: dynamic.resources.get(api_version=api_version, kind=kind, **where),
+            found = self._call(lambda: dynamic.resources.get(api_version=api_version, kind=kind, **where),
                                 f"discovering {kind} ({api_version})")
         except ResourceNotFoundError:
             found = None
@@ -188,7 +186,7 @@ class Cluster:
             return dynamic.request(method, path, body=body, serialize=False, _request_timeout=REQUEST_TIMEOUT,
                                    **params)
 
-        response = self._count(call, what)  # the dynamic client raises DynamicApiError, an ApiException
+        response = self._call(call, what)  # the dynamic client raises DynamicApiError, an ApiException
         data = json.loads(response.data or b"{}")
         return data if isinstance(data, dict) else {}
 

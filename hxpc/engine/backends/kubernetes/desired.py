@@ -18,7 +18,6 @@ surge pod is possible (GPU workloads, StatefulSets).
 from __future__ import annotations
 
 import base64
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,7 +164,3 @@ def desired_objects(stack: ResolvedStack, meta: Meta, served: Callable[[str, str
 def _namespace_of(body: Mapping[str, Any]) -> str:
     return "" if body.get("kind") == "Namespace" else str(body["metadata"].get("namespace") or "")
 
-
-def steps_budget(budget_s: float, replicas: int) -> float:
-    """Seconds for a rollout of `replicas` one at a time, each within `budget_s` (used by rollback waits)."""
-    return budget_s * max(1, math.ceil(replicas))

@@ -37,6 +37,7 @@ from hxpc.errors import HxpcError, LockHeld, StalePlan, UsageError
 
 T = TypeVar("T")
 _GATED = frozenset({"create", "update", "replace", "restart"})
+HEARTBEAT_S = 60.0
 
 
 @dataclass
@@ -148,6 +149,7 @@ class _Run:
                 self.emit("gate", r.action, f"waiting to be healthy (budget {want.gate.budget_s:g}s)")
         failed: list[ActionResult] = []
         last: dict[ObjectKey, str] = {}
+        said = dict.fromkeys(pending, now)  # when each object's gate last printed a line
         record.gate = "waiting" if pending else ""
         while pending:
             if self.stop.is_set():
@@ -166,8 +168,12 @@ class _Run:
                     self.emit("unhealthy", r.action, r.health)
                     failed.append(r)
                     del pending[key]
-                elif health.detail != last.get(key):  # one line per new state, not per probe round
-                    self.emit("unhealthy", r.action, health.detail)
+                elif health.detail != last.get(key) or time.monotonic() - said[key] >= HEARTBEAT_S:
+                    # one line per new state, not per probe round; and a model loading for minutes in one
+                    # state still says every minute how long it has waited, against its budget
+                    waited = time.monotonic() - now
+                    self.emit("unhealthy", r.action, f"{health.detail} ({waited:.0f}s of {deadline - now:g}s)")
+                    said[key] = time.monotonic()
                 last[key] = health.detail
             if failed:
                 record.gate = "failed"

@@ -33,6 +33,7 @@ from hxpc.engine.objects import (
 from hxpc.errors import BackendError, StalePlan, UsageError
 
 FORMAT_VERSION = 1
+PLAN_KIND = "hxpc-plan"
 ActionKind = Literal["create", "update", "replace", "delete", "restart", "noop"]
 KINDS: tuple[ActionKind, ...] = ("create", "update", "replace", "delete", "restart", "noop")
 SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "restart": "~", "noop": " "}
@@ -126,10 +127,15 @@ class Plan:
         `workload` (the spec service or model, or null for shared objects), `reason`,
         `changes` [{op: add|remove|change, path: [keys and list indexes], old, new}]
         with secret values shown as "(sensitive)", `fingerprint` (hash of the live
-        object planned against, null when absent) and `desired_hash`. No timestamps:
-        the same spec and live state give byte-identical JSON.
+        object planned against, null when absent) and `desired_hash`. `kind` is
+        always `hxpc-plan` (what tells a saved plan from a spec) and `hxpc_version` the
+        version that made it. No timestamps: the same spec, live state and hxpc give
+        byte-identical JSON.
         """
-        return {"format_version": FORMAT_VERSION, "project": self.project, "env": self.env,
+        from hxpc import version
+
+        return {"kind": PLAN_KIND, "format_version": FORMAT_VERSION, "hxpc_version": version(),
+                "project": self.project, "env": self.env,
                 "spec_file": self.spec_file, "spec_hash": self.spec_hash, "targets": list(self.targets),
                 "summary": self.counts(), "actions": [a.to_dict() for a in self.actions]}
 

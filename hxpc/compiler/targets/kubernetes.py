@@ -93,6 +93,7 @@ class KubernetesTarget:
     namespace: Name | None = None
     """default: <project>-<env>"""
     gpu_resource: str = "nvidia.com/gpu"
+    """extended resource name GPUs are requested as"""
     node_selector: dict[str, str] | None = None
     """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
 

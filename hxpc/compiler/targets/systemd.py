@@ -86,7 +86,9 @@ class SystemdTarget:
 
     __pydantic_config__ = SPEC_CONFIG
     hosts: list[Name] = dataclasses.field(default_factory=list)
+    """hosts that get units; workloads that name no hosts run on all of them"""
     runtime: Literal["docker", "podman", "native"] = "docker"
+    """how units run the services: docker or podman containers, or the native `exec` command"""
 
 
 Config = SystemdTarget

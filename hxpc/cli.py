@@ -121,30 +121,43 @@ def _only_env(spec: str, sources: Any = None, loaded: Any = None) -> str:
     return names[0]
 
 
-@app.command()
-def validate(spec: SpecArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """Load, merge and validate SPEC for each environment; print every problem."""
-    from hxpc.compiler.pipeline import environments, load_base, resolve_env
-    from hxpc.diagnostics import render_json, unique_sorted
-    from hxpc.sources import FileSources
+SpecsArg = Annotated[list[str], typer.Argument(
+    help="one or more stack specs; an overlay file (<name>.<env>.yaml) stands for its spec", metavar="SPEC...",
+    show_default=False)]
 
-    sources = FileSources(spec)
-    loaded = load_base(sources)
-    envs = env or environments(sources, loaded)
-    problems, texts, valid = [], dict(loaded.texts), []
-    for name in envs:
+
+@app.command()
+def validate(spec: SpecsArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Load, merge and validate each SPEC for each environment; print every problem."""
+    from hxpc.compiler.pipeline import environments, load_base, resolve_env
+    from hxpc.diagnostics import Diagnostic, render_json, unique_sorted
+    from hxpc.sources import FileSources, specs_of
+
+    problems: list[Diagnostic] = []
+    texts: dict[str, str] = {}
+    lines: list[str] = []
+    for path in specs_of(spec):
+        sources = FileSources(path)
         try:
-            resolve_env(sources, name, loaded)
-            valid.append(name)
+            loaded = load_base(sources)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             texts.update(exc.texts)
+            continue
+        texts.update(loaded.texts)
+        valid = []
+        for name in env or environments(sources, loaded):
+            try:
+                resolve_env(sources, name, loaded)
+                valid.append(name)
+            except SpecError as exc:
+                problems.extend(exc.diagnostics)
+                texts.update(exc.texts)
+        if valid:
+            lines.append(f"{path}: valid ({', '.join(valid)})\n")
     if problems:
         raise SpecError(unique_sorted(problems), texts)
-    if fmt is Format.json:
-        _out(render_json([]))
-    else:
-        _out(f"{spec}: valid ({', '.join(valid)})\n")
+    _out(render_json([]) if fmt is Format.json else "".join(lines))
 
 
 TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all",
@@ -152,14 +165,19 @@ TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="ta
 
 
 @app.command("compile")
-def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
+def compile_(spec: SpecsArg, env: EnvsOpt = None, target: TargetsOpt = None,
              output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path("out"),
              check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
              ) -> int:
     """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
     from hxpc.compile_command import compile_command
+    from hxpc.sources import specs_of
 
-    return compile_command(spec, env, target, output, check)
+    specs = specs_of(spec)
+    if len(specs) != 1:
+        raise UsageError(f"compile takes one spec, given {len(specs)} ({', '.join(specs)}): their environments "
+                         "would share DIR/<env>/; compile each into its own -o DIR")
+    return compile_command(specs[0], env, target, output, check)
 
 
 @app.command()

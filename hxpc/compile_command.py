@@ -12,10 +12,11 @@ from pathlib import Path
 from hxpc.artifacts import check_bundle, write_bundle
 from hxpc.compiler.compile import compile_spec
 from hxpc.compiler.pipeline import environments
-from hxpc.sources import FileSources, stable_name
+from hxpc.sources import FileSources, base_spec, stable_name
 
 
 def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool) -> int:
+    spec = base_spec(spec)  # an overlay file stands for its spec (pre-commit passes whichever changed)
     sources = FileSources(spec)
     envs = env or environments(sources)
     targets = target or []

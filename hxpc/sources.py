@@ -39,6 +39,24 @@ def _overlay_env(spec_name: str, candidate: str) -> str | None:
     return None
 
 
+def base_spec(path: str) -> str:
+    """The spec a file belongs to: an overlay `<name>.<env>.yaml` with `<name>.yaml` beside it belongs to that
+    spec (an overlay alone is not a spec); any other file is a spec of its own."""
+    file = Path(path)
+    parts = file.name.split(".")
+    if len(parts) >= 3 and parts[-1] in ("yaml", "yml"):
+        for suffix in (".yaml", ".yml"):
+            base = file.with_name(".".join(parts[:-2]) + suffix)
+            if base.is_file() and _overlay_env(base.name, file.name) is not None:
+                return str(base)
+    return path
+
+
+def specs_of(paths: list[str]) -> list[str]:
+    """The specs `paths` name, overlays replaced by their spec, each once, in the order given."""
+    return list(dict.fromkeys(base_spec(p) for p in paths))
+
+
 class FileSources:
     """The spec and its overlays as files on disk; names are shown as the user gave them."""
 

@@ -26,6 +26,7 @@ from hxpc.guard import INTERRUPTED, guarded
 
 if TYPE_CHECKING:
     from hxpc.compiler.pipeline import Resolved
+    from hxpc.diagnostics import Diagnostic
     from hxpc.engine.plan import Plan
     from hxpc.engine.wiring import Wiring
 
@@ -77,20 +78,33 @@ def validate(spec: SpecArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -
     sources = FileSources(spec)
     loaded = load_base(sources)
     envs = env or environments(sources, loaded)
-    problems, texts, valid = [], dict(loaded.texts), []
+    problems, warnings, texts, valid = [], [], dict(loaded.texts), []
     for name in envs:
         try:
-            resolve_env(sources, name, loaded)
+            resolved = resolve_env(sources, name, loaded)
             valid.append(name)
+            warnings.extend(resolved.warnings)
+            texts.update(resolved.texts)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             texts.update(exc.texts)
     if problems:
-        raise SpecError(unique_sorted(problems), texts)
+        raise SpecError(unique_sorted([*problems, *warnings]), texts)
+    warnings = unique_sorted(warnings)
     if fmt is Format.json:
-        _out(render_json([]))
-    else:
-        _out(f"{spec}: valid ({', '.join(valid)})\n")
+        _out(render_json(warnings))
+        return
+    _print_warnings(warnings, texts)
+    _out(f"{spec}: valid ({', '.join(valid)})\n")
+
+
+def _print_warnings(warnings: list[Diagnostic], texts: dict[str, str]) -> None:
+    """Warnings go to stderr like errors, but the command goes on (exit 0)."""
+    from hxpc.diagnostics import render_text
+
+    if warnings:
+        _err(render_text(warnings, texts))
+        _err(f"hxpc: {len(warnings)} warning{'s' if len(warnings) != 1 else ''}; the spec is valid\n")
 
 
 TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all")]
@@ -300,16 +314,19 @@ def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. servic
 
 @app.command()
 def resources(spec: SpecArg, env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
-    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom."""
+    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom; per model replica:
+    weights, KV cache and how many full-length requests it holds."""
     from hxpc.compiler.resources import resources_report
 
-    report = resources_report(_resolve(spec, env).stack)
+    resolved = _resolve(spec, env)
+    report = resources_report(resolved.stack)
     if fmt is Format.json:
         _out(json.dumps(report, indent=2) + "\n")
         return
     from hxpc.render_resources import print_resources
 
     print_resources(report)
+    _print_warnings(resolved.warnings, resolved.texts)
 
 
 @app.command()

@@ -44,6 +44,7 @@ models:
   chat:
     source: org/chat-13b
     params_b: 13
+    architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}
     tensor_parallel: 2
     replicas: 2
     port: 8000

@@ -51,6 +51,7 @@ models:
   small:
     source: org/small
     params_b: 1
+    architecture: {{layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
     tensor_parallel: 2
     replicas: 2
     port: 9000

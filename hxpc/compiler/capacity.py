@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from hxpc.compiler.spec import LlmModel
 
 GiB = 2**30
+"""vLLM's logs say GiB (and old ones 'GB' for the same 2**30 bytes)"""
 Version = tuple[int, int, int]
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -51,9 +52,11 @@ V0_LONG_CONTEXT_CHUNKED_FROM: Version = (0, 6, 0)
 """V0 turns chunked prefill on by itself above 32,768 tokens (vllm/engine/arg_utils.py v0.6.3,
 `use_long_context`); read in v0.6.3, assumed for the 0.6 series"""
 V0_LONG_CONTEXT_TOKENS = 32768
+"""... above this max_model_len (vllm/engine/arg_utils.py v0.6.3: `use_long_context = max_model_len > 32768`)"""
 V0_CHUNKED_BATCH_OLD = 512
 """V0's max_num_batched_tokens with chunked prefill up to v0.6.5 (vllm/config.py SchedulerConfig, v0.5.5 and v0.6.3)"""
 V0_CHUNKED_BATCH_FROM: Version = (0, 6, 6)
+"""the first version read with the larger chunk (v0.6.4 and v0.6.5 were not read: assumed to have the old one)"""
 V0_CHUNKED_BATCH = 2048
 """... and from v0.6.6 (vllm/config.py SchedulerConfig, v0.6.6 and v0.7.3)"""
 V0_MIN_BATCH = 2048
@@ -61,10 +64,11 @@ V0_MIN_BATCH = 2048
 V0_MAX_NUM_SEQS = 256
 """V0's default max_num_seqs (vllm/engine/arg_utils.py, v0.4.0-v0.7.3)"""
 V1_SERVER_BATCH_LARGE_GPU, V1_SERVER_SEQS_LARGE_GPU = 8192, 1024
+"""V1's OpenAI-server defaults of max_num_batched_tokens and max_num_seqs on GPUs of at least 70 GiB ..."""
 V1_SERVER_BATCH, V1_SERVER_SEQS = 2048, 256
-"""V1's OpenAI-server defaults of max_num_batched_tokens and max_num_seqs: the first pair on GPUs of at least
-70 GiB, the second on others (vllm/engine/arg_utils.py `_set_default_args`, v0.8.5 to v0.22.0)"""
+"""... and on the others (vllm/engine/arg_utils.py `_set_default_args`, v0.8.5 to v0.22.0)"""
 V1_LARGE_GPU_GIB = 70
+"""the GPU memory from which V1 takes the large defaults (`device_memory >= 70 * GiB_bytes`, arg_utils.py v0.11.0)"""
 V1_LARGE_GPU_EXCLUDES_A100_FROM: Version = (0, 9, 0)
 """from v0.9.0 an A100 gets the small defaults whatever its memory (PR #17885; arg_utils.py v0.9.0, v0.11.0)"""
 V1_HYBRID_KV_FROM: Version = (0, 10, 0)
@@ -107,14 +111,16 @@ CUDA_GRAPH_GIB = 1.0
 """CUDA-graph memory per GPU, subtracted from v0.21 unless enforce_eager: logged captures took 0.50-2.24 GiB"""
 GPU_VISIBLE_FRACTION = 0.985
 """the share of a GPU's nominal memory that CUDA reports as its total (torch.cuda.mem_get_info): 23.58 of 24 GiB
-(RTX 3090, vllm#10517), 79.18 of 80 (H100, llm-d), 79.25 of 80 (A100, dennislee22 logs); for GPUs not below"""
+(RTX 3090, vllm#10517), 79.18 of 80 (H100, llm-d), 79.25 of 80 (A100); for GPUs not in GPU_TOTALS"""
 GPU_TOTALS: tuple[tuple[str, float, float, str], ...] = (
     ("h100", 80, 79.18, "llm-d-benchmark empirical-vllm-memory-results.md: 'Free memory on device (78.57/79.18 GiB)'"),
-    ("a100", 80, 79.25, "dennislee22/vLLM-benchmarking logs: KV grows 19.82 GiB from gpu_memory_utilization 0.25 "
-                        "to 0.5, so the total is 79.25 GiB"),
+    ("a100", 80, 79.25, "HiDream-ai/VAREdit#6: 'GPU 0 has a total capacity of 79.25 GiB'; the dennislee22 logs agree"),
+    ("a100", 40, 39.50, "TianheWu/CoSeR#10: 'GPU 0 has a total capacity of 39.50 GiB' on an A100 40GB"),
+    ("a10(?!0)", 24, 22.06, "vllm#928: '22.06 GiB total capacity' on an A10 (the A10G has the same 24 GB with ECC)"),
     ("3090", 24, 23.58, "vllm#10517: 'total_gpu_memory=23.58GiB'"),
 )
-"""(product name part, nominal GiB, total CUDA reports in GiB, source) for GPUs whose total was logged"""
+"""(product name pattern, nominal GiB, total CUDA reports in GiB, source) for GPUs whose total was logged; a
+data-centre card with ECC reports noticeably less than its nominal size"""
 NEAR_LIMIT_MARGIN = 0.1
 """predictions within this share of vLLM's limit are warnings, not errors: the calibration set's KV-token errors
 are mostly within it"""
@@ -136,8 +142,12 @@ QUANTIZED_BYTES_PER_PARAM: dict[str, float] = {
     "fp8": 1.0, "int8": 1.0, "awq": 0.5 + GROUP_SCALE_BYTES, "gptq": 0.5 + GROUP_SCALE_BYTES,
     "int4": 0.5 + GROUP_SCALE_BYTES, "bitsandbytes": 0.5 + BNB_ABSMAX_BYTES,
 }
+"""bytes per quantized parameter; fp8/int8 scales are per tensor or channel, too few to count. Checks the llm-d and
+vllm#12569 logs: Llama-3.x-70B in FP8 and in w8a8 took 67.72 GiB, this gives 67.71"""
 DTYPE_BYTES: dict[str, int] = {"float32": 4, "bfloat16": 2, "float16": 2}
+"""bytes per parameter (and per KV element with kv_cache_dtype auto) of each dtype"""
 KV_DTYPE_BYTES: dict[str, int] = {"fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1}
+"""bytes per KV element of an fp8 KV cache (vllm/utils.py STR_DTYPE_TO_TORCH_DTYPE)"""
 
 _TAG_VERSION = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?(?:[.+\-].*)?$")
 
@@ -246,8 +256,8 @@ def gpu_of(declared_bytes: int, product: str) -> Gpu:
     """What CUDA reports as the total of a GPU the spec declares as `declared_bytes` of `product`."""
     name = product.lower().replace(" ", "")
     declared_gib = declared_bytes / GiB
-    for part, nominal, total, _source in GPU_TOTALS:
-        if part in name and abs(declared_gib - nominal) <= 0.1 * nominal:
+    for pattern, nominal, total, _source in GPU_TOTALS:
+        if re.search(pattern, name) and abs(declared_gib - nominal) <= 0.1 * nominal:
             return Gpu(round(total * GiB), product, f"{total:g} GiB, what CUDA reports for a {nominal:g} GiB {product}")
     total_bytes = round(declared_bytes * GPU_VISIBLE_FRACTION)
     return Gpu(total_bytes, product, f"{declared_gib:g} GiB x {GPU_VISIBLE_FRACTION:g} (the share CUDA reports of a "
@@ -388,8 +398,8 @@ def _profile_batch(engine: Engine, flags: Flags, max_model_len: int, gpu: Gpu) -
     return tokens, requests, why
 
 
-def _request_bytes(shape: ModelShape, length: int, per_layer_token: int, block: int, engine: Engine,
-                   batch_tokens: int) -> int:
+def request_kv_bytes(shape: ModelShape, length: int, per_layer_token: int, block: int, engine: Engine,
+                     batch_tokens: int) -> int:
     """KV bytes one request of `length` tokens needs, as vLLM reckons it before starting."""
     page = block * per_layer_token
     full_blocks = math.ceil(length / block)
@@ -454,7 +464,7 @@ def estimate(model: LlmModel, shape: ModelShape, gpu: Gpu, max_model_len: int | 
         request = length * per_token
         available = cache_tokens * per_token
     else:
-        request = _request_bytes(shape, length, per_layer, block, engine, tokens)
+        request = request_kv_bytes(shape, length, per_layer, block, engine, tokens)
         available = max(0, kv)
     concurrency = available / request if request else 0.0
     longest = _longest_fitting(shape, per_layer, per_token, block, engine, tokens, available)
@@ -479,7 +489,7 @@ def _longest_fitting(shape: ModelShape, per_layer: int, per_token: int, block: i
     low, high = 0, max(1, available // per_layer + block)
     while low < high:  # the largest length whose request fits
         middle = (low + high + 1) // 2
-        if _request_bytes(shape, middle, per_layer, block, engine, batch_tokens) <= available:
+        if request_kv_bytes(shape, middle, per_layer, block, engine, batch_tokens) <= available:
             low = middle
         else:
             high = middle - 1

@@ -48,6 +48,7 @@ def main() -> None:
     cases = load_cases()
     with tempfile.TemporaryDirectory() as tmp:
         predictions = [predict(c, Path(tmp)) for c in expressible(cases)]
+    predictions.sort(key=lambda p: p.case.split != "train")  # train first, then holdout, each in file order
     header = ["case", "split", "vLLM", "logged", "predicted", "error", "hxpc decision", "hxpc codes"]
     rows = [_row(p) for p in predictions]
     if markdown:

@@ -1,9 +1,10 @@
-"""Semantic checks of a schema-valid stack: references, cycles, GPU budgets, ports, targets.
+"""Semantic checks of a schema-valid stack: references, cycles, GPU budgets, KV caches, ports, targets.
 
 Each check yields Diagnostics pointing at the span of the merged value that is
 wrong (which may sit in an overlay file); all checks run, and the caller
 reports every problem at once. The arithmetic of the GPU checks is spelled out
-in the messages so that a reader can verify it by hand.
+in the messages so that a reader can verify it by hand. Whether a model server
+would start (its KV cache) is kvcheck.py's, run here per host and model.
 """
 
 from __future__ import annotations

@@ -254,7 +254,11 @@ class ModelShapes:
                                                    "tie_word_embeddings", "max_position_embeddings")
                      if getattr(arch, k) is not None}
             if base is not None:
-                return ModelShape(**{**_fields(base), "layers": arch.layers, "kv_heads": arch.kv_heads,
+                kept = _fields(base)
+                if (base.layers, base.kv_heads, base.head_dim) != (arch.layers, arch.kv_heads, arch.head_dim):
+                    # other attention numbers describe another model: its windows and latent KV do not apply
+                    kept.update(sliding_window=None, sliding_layers=0, mla=None)
+                return ModelShape(**{**kept, "layers": arch.layers, "kv_heads": arch.kv_heads,
                                      "head_dim": arch.head_dim, **given,
                                      "origin": f"the spec's `architecture`, the rest from the {base.origin}"})
             return ModelShape(layers=arch.layers, kv_heads=arch.kv_heads, head_dim=arch.head_dim, **given,

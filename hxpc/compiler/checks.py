@@ -169,7 +169,7 @@ class _Checker:
                         hint="raise tensor_parallel, quantize the model, or place it on larger GPUs", notes=gpu_note)
                     continue
                 for p in check_model_on_host(name, w, host_name, host.gpus):
-                    self.error(p.code, p.message, p.path, key=p.key, hint=p.hint, severity=p.severity,
+                    self.error(p.code, p.message, p.path, hint=p.hint, severity=p.severity,
                                notes=gpu_note if p.code != "HX320" else ())
 
     def _gpu_formula(self, name: str, placement: Placement, host: str) -> str:

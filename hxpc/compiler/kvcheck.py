@@ -25,12 +25,13 @@ from hxpc.records import record
 
 @record
 class KvProblem:
+    """An HX32x problem of one model on one host, and the key path it points at."""
+
     code: str
     message: str
     path: KeyPath
     hint: str
     severity: Severity = "error"
-    key: bool = False
 
 
 def _remedies(model: LlmModel, est: Estimate) -> str:

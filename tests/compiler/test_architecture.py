@@ -156,6 +156,13 @@ def test_the_specs_numbers_win_and_the_catalogue_fills_the_rest() -> None:
     assert isinstance(shape, ModelShape)
     assert (shape.layers, shape.kv_heads, shape.vocab_size, shape.hidden_size) == (30, 4, 128256, 4096)
     assert shape.origin.startswith("the spec's `architecture`, the rest from the catalogue entry")
+    # other attention numbers for a model with sliding windows describe another model: no windows then
+    gemma = ModelShapes().of(model(source="google/gemma-3-27b-it", architecture={"layers": 10, "kv_heads": 4,
+                                                                                "head_dim": 128}))
+    assert isinstance(gemma, ModelShape) and (gemma.sliding_layers, gemma.sliding_window) == (0, None)
+    same = ModelShapes().of(model(source="google/gemma-3-27b-it", architecture={"layers": 62, "kv_heads": 16,
+                                                                               "head_dim": 128}))
+    assert isinstance(same, ModelShape) and same.sliding_layers == 52
     bare = ModelShapes().of(model(source="org/private", architecture={"layers": 30, "kv_heads": 4, "head_dim": 128,
                                                                      "vocab_size": 32000}))
     assert bare == ModelShape(layers=30, kv_heads=4, head_dim=128, vocab_size=32000,

@@ -28,6 +28,7 @@ DIFFERS = 2  # CLI.md: the live system (or the output directory) differs from th
 
 if TYPE_CHECKING:
     from hxpc.compiler.pipeline import Resolved
+    from hxpc.diagnostics import Diagnostic
     from hxpc.engine.plan import Plan
     from hxpc.engine.wiring import Wiring
 
@@ -130,10 +131,11 @@ SpecsArg = Annotated[list[str], typer.Argument(
 def validate(spec: SpecsArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
     """Load, merge and validate each SPEC for each environment; print every problem."""
     from hxpc.compiler.pipeline import environments, load_base, resolve_env
-    from hxpc.diagnostics import Diagnostic, render_json, unique_sorted
+    from hxpc.diagnostics import render_json, unique_sorted
     from hxpc.sources import FileSources, specs_of
 
     problems: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     texts: dict[str, str] = {}
     lines: list[str] = []
     for path in specs_of(spec):
@@ -148,16 +150,32 @@ def validate(spec: SpecsArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) 
         valid = []
         for name in env or environments(sources, loaded):
             try:
-                resolve_env(sources, name, loaded)
+                resolved = resolve_env(sources, name, loaded)
                 valid.append(name)
+                warnings.extend(resolved.warnings)
+                texts.update(resolved.texts)
             except SpecError as exc:
                 problems.extend(exc.diagnostics)
                 texts.update(exc.texts)
         if valid:
             lines.append(f"{path}: valid ({', '.join(valid)})\n")
     if problems:
-        raise SpecError(unique_sorted(problems), texts)
-    _out(render_json([]) if fmt is Format.json else "".join(lines))
+        raise SpecError(unique_sorted([*problems, *warnings]), texts)
+    warnings = unique_sorted(warnings)
+    if fmt is Format.json:
+        _out(render_json(warnings))
+        return
+    _print_warnings(warnings, texts)
+    _out("".join(lines))
+
+
+def _print_warnings(warnings: list[Diagnostic], texts: dict[str, str]) -> None:
+    """Warnings go to stderr like errors, but the command goes on (exit 0)."""
+    from hxpc.diagnostics import render_text
+
+    if warnings:
+        _err(render_text(warnings, texts))
+        _err(f"hxpc: {len(warnings)} warning{'s' if len(warnings) != 1 else ''}; the spec is valid\n")
 
 
 TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all",
@@ -388,16 +406,19 @@ def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. servic
 
 @app.command()
 def resources(spec: SpecArg, env: EnvOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom."""
+    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom; per model replica:
+    weights, KV cache and how many full-length requests it holds."""
     from hxpc.compiler.resources import resources_report
 
-    report = resources_report(_resolve(spec, env).stack)
+    resolved = _resolve(spec, env)
+    report = resources_report(resolved.stack)
     if fmt is Format.json:
         _out(json.dumps(report, indent=2) + "\n")
         return
     from hxpc.render_resources import print_resources
 
     print_resources(report)
+    _print_warnings(resolved.warnings, resolved.texts)
 
 
 @app.command()

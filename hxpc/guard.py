@@ -34,8 +34,10 @@ def report_error(exc: HxpcError) -> int:
         from hxpc.diagnostics import render_text
 
         sys.stderr.write(render_text(exc.diagnostics, exc.texts))
-        n = len(exc.diagnostics)
-        sys.stderr.write(f"hxpc: {n} problem{'s' if n != 1 else ''} found; nothing was changed\n")
+        n = sum(1 for d in exc.diagnostics if d.severity == "error")
+        warned = len(exc.diagnostics) - n
+        also = f" (and {warned} warning{'s' if warned != 1 else ''})" if warned else ""
+        sys.stderr.write(f"hxpc: {n} problem{'s' if n != 1 else ''} found{also}; nothing was changed\n")
     else:
         sys.stderr.write(f"hxpc: {exc}\n")
     return exc.exit_code

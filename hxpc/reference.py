@@ -99,8 +99,9 @@ def _classes(schema: Node) -> dict[str, tuple[Node, list[str]]]:
                 if key == "properties":
                     for field, sub in value.items():
                         yield from refs(sub, f"{path}.{field}" if path else field)
-                elif key == "additionalProperties":
-                    yield from refs(value, f"{path}.<name>")
+                elif key in ("additionalProperties", "patternProperties"):
+                    for sub in value.values() if key == "patternProperties" else [value]:
+                        yield from refs(sub, f"{path}.<name>")
                 elif key == "items":
                     yield from refs(value, f"{path}[]")
                 elif key in ("anyOf", "allOf", "oneOf"):

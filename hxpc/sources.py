@@ -28,6 +28,10 @@ class Sources(Protocol):
         """Environment name -> overlay file name, for every `<name>.<env>.yaml` found."""
         ...
 
+    def read_beside(self, path: str) -> str:
+        """A file the spec names (a model's config.json), relative to the spec's directory unless absolute."""
+        ...
+
 
 def _overlay_env(spec_name: str, candidate: str) -> str | None:
     stem = spec_name.rsplit(".", 1)[0]
@@ -76,6 +80,9 @@ class FileSources:
             raise SpecError([Diagnostic("HX106", f"cannot read {name}: {reason}",
                                         hint="check the path and that the file is UTF-8 text")]) from None
 
+    def read_beside(self, path: str) -> str:
+        return self.read(str(self._path.parent / path))
+
     def overlays(self) -> dict[str, str]:
         directory = self._path.parent
         if not directory.is_dir():
@@ -122,6 +129,20 @@ class GitSources:
         rel = name.split(":", 1)[1] if name.startswith(f"{self._rev}:") else name
         repo_path = (PurePosixPath(self._repo_rel).parent / PurePosixPath(rel).name).as_posix()
         return self._git("show", f"{self._rev}:{repo_path}")
+
+    def read_beside(self, path: str) -> str:
+        """As it was at the revision; an absolute path is outside the repository and read as it is now."""
+        if PurePosixPath(path).is_absolute():
+            return FileSources(path).read(path)
+        parts: list[str] = []
+        for part in (PurePosixPath(self._repo_rel).parent / path).parts:
+            if part == "..":
+                if not parts:
+                    raise SpecError([Diagnostic("HX106", f"`{path}` is outside the repository")])
+                parts.pop()
+            elif part != ".":
+                parts.append(part)
+        return self._git("show", f"{self._rev}:{'/'.join(parts)}")
 
     def spec_exists(self) -> bool:
         """Whether the spec file existed at the revision (a new spec diffs against nothing)."""

@@ -38,12 +38,16 @@ def test_a_field_without_an_example_is_refused(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_every_yaml_example_in_docs_is_a_valid_spec(tmp_path: Path) -> None:
-    examples = [(page, text) for page in sorted(DOCS.rglob("*.md")) for lang, text in _blocks(page) if lang == "yaml"]
-    examples += [(path, path.read_text()) for path in sorted((DOCS / "examples").glob("*.yaml"))]
-    assert len(examples) >= 2
-    for i, (where, text) in enumerate(examples):
-        spec = tmp_path / f"example{i}.yaml"
-        spec.write_text(text)
+    specs: list[tuple[Path, Path]] = []
+    for page in sorted(DOCS.rglob("*.md")):
+        for i, (lang, text) in enumerate(_blocks(page)):
+            if lang == "yaml":
+                specs.append((page, tmp_path / f"{page.stem}-{i}.yaml"))
+                specs[-1][1].write_text(text)
+    # the example files are validated where they are: they may point at files beside them
+    specs += [(path, path) for path in sorted((DOCS / "examples").glob("*.yaml"))]
+    assert len(specs) >= 3
+    for where, spec in specs:
         done = _hxpc("validate", str(spec), cwd=tmp_path)
         assert done.returncode == 0, f"{where}: {done.stderr}"
 
@@ -74,3 +78,11 @@ def test_readme_points_users_to_docs_not_to_the_contract_folder() -> None:
     assert "../shared" not in readme
     for page in ("docs/getting-started.md", "docs/spec.md", "docs/cli.md", "docs/ci.md"):
         assert page in readme and (REPO / page).exists(), page
+
+
+def test_the_spec_reference_has_every_class_of_the_schema() -> None:
+    from hxpc.compiler.spec import json_schema
+
+    page = (DOCS / "spec.md").read_text()
+    missing = [name for name in json_schema()["$defs"] if f"\n## {name}\n" not in page]
+    assert not missing, missing

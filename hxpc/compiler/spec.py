@@ -283,7 +283,46 @@ class Defaults:
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
-Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
+Quantization = Literal["awq", "gptq", "fp8", "int8", "int4", "bitsandbytes"]
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+Positive = Annotated[int, Bounds(ge=1)]
+
+
+@record(kw_only=True)
+class Architecture:
+    """A model's shape for sizing its KV cache: the numbers of its config.json, or the path of that file."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    config: str | None = None
+    """a Hugging Face config.json, relative to the spec file (or absolute); instead of the numbers"""
+    layers: Positive | None = None
+    """attention layers (num_hidden_layers)"""
+    kv_heads: Positive | None = None
+    """key/value heads (num_key_value_heads)"""
+    head_dim: Positive | None = None
+    """size of one attention head (head_dim, or hidden_size / num_attention_heads)"""
+    hidden_size: Positive | None = None
+    """optional: sizes the profiling run and the 16-bit embeddings of quantized checkpoints"""
+    intermediate_size: Positive | None = None
+    """optional: MLP width one token activates"""
+    vocab_size: Positive | None = None
+    """optional: sizes the sampler's share of the profiling run and the embeddings"""
+    tie_word_embeddings: bool | None = None
+    """optional: whether the output layer shares the input embeddings' weights (tie_word_embeddings)"""
+    max_position_embeddings: Positive | None = None
+    """optional: the length vLLM uses when `max_model_len` is not set"""
+
+    def __post_init__(self) -> None:
+        numbers = [k for k in ("layers", "kv_heads", "head_dim") if getattr(self, k) is not None]
+        extras = [k for k in ("hidden_size", "intermediate_size", "vocab_size", "tie_word_embeddings",
+                              "max_position_embeddings") if getattr(self, k) is not None]
+        if self.config is not None and (numbers or extras):
+            reject("combination", "`architecture` takes either `config` or the numbers, not both (found: {found})",
+                   {"found": ", ".join(["config", *numbers, *extras])})
+        if self.config is None and len(numbers) != 3:
+            reject("combination", "`architecture` needs `layers`, `kv_heads` and `head_dim` (or `config`); "
+                   "missing: {missing}",
+                   {"missing": ", ".join(k for k in ("layers", "kv_heads", "head_dim") if k not in numbers)})
 
 
 @record(kw_only=True)
@@ -302,9 +341,19 @@ class LlmModel:
     dtype: Dtype = "bfloat16"
     """weights' data type: bfloat16, float16 or float32"""
     quantization: Quantization | None = None
-    """quantization method of the weights; absent: none"""
-    max_model_len: Annotated[int, Bounds(ge=1)] | None = None
+    """how the checkpoint is stored (`--quantization`); bitsandbytes also sets `--load-format bitsandbytes`"""
+    kv_cache_dtype: KvCacheDtype = "auto"
+    """`--kv-cache-dtype`; fp8 halves the KV cache per token"""
+    architecture: Architecture | None = None
+    """layers, KV heads and head size for the KV-cache check; optional for models in hxpc's catalogue"""
+    max_model_len: Positive | None = None
     """longest sequence (prompt + output tokens) the server accepts; default: the model's own"""
+    max_num_batched_tokens: Positive | None = None
+    """`--max-num-batched-tokens`: tokens per scheduler step, and the size of vLLM's memory-profiling run"""
+    max_num_seqs: Positive | None = None
+    """`--max-num-seqs`: sequences per scheduler step"""
+    enforce_eager: bool = False
+    """`--enforce-eager`: no CUDA graphs"""
     tensor_parallel: Annotated[int, Bounds(ge=1)] = 1
     """GPUs per replica"""
     gpu_memory_utilization: Annotated[float, Bounds(gt=0, le=1)] = 0.9

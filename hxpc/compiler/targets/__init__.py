@@ -71,7 +71,11 @@ class Platform:
 
 
 class Target(Protocol):
-    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`."""
+    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`.
+
+    A module may also define `warnings(stack) -> list[Problem]`: what it compiles but cannot fully honour,
+    printed by `hxpc compile` as warnings (`bundle.target_warnings` calls it).
+    """
 
     def emit(self, stack: ResolvedStack, meta: Meta) -> dict[str, str]: ...
 

@@ -89,10 +89,10 @@ class FailureSignal:
 
 
 HTTP_5XX = FailureSignal("http_5xx", "http_requests_total", 'status="5xx"', 'handler=~"/v1/.*"',
-                         "HTTP 5xx responses of the /v1 endpoints (`http_requests_total`)")
+                         "HTTP 5xx of the /v1 endpoints (`http_requests_total`)")
+# a streamed request that fails after its first token is a 2xx to the HTTP layer; the engine still counts it
 ENGINE_ERROR = FailureSignal("engine_error", "vllm:request_success_total", 'finished_reason="error"', "",
-                             "requests the engine finished with an error, streamed ones included "
-                             "(`vllm:request_success_total{finished_reason=\"error\"}`)")
+                             "engine errors (`vllm:request_success_total{finished_reason=\"error\"}`)")
 
 
 NO_FAILURE_SIGNAL = ("exports no failed-request signal on /metrics (no HTTP status counters, and aborted requests "
@@ -223,6 +223,6 @@ def watch_table() -> list[tuple[str, str, str, str, str]]:
     rows = []
     for version in VERIFIED:
         m = for_version(version)
-        failures = " and ".join(f.what for f in m.failures) or "not watched (no signal on /metrics)"
+        failures = ", ".join(f"`{f.name}`: {f.what}" for f in m.failures) or "**not watched**: no signal on /metrics"
         rows.append((show(version), m.engine.upper(), f"`{m.kv_cache_usage}`", failures, m.restart_signal))
     return rows

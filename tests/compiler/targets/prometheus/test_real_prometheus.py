@@ -272,7 +272,8 @@ def test_data_parallel_engines_are_summed_not_split(healthy: Monitored) -> None:
         (two,) = healthy.prom.query(f'{record}{{model="{dp}"}}')
         one = healthy.prom.query_value(f'{record}{{model="{single}"}}')
         assert "engine" not in two["metric"] and one
-        assert abs(two["value"] / one - 2) < 0.2, (record, two["value"], one)
+        # twice the single engine's (scrape offsets blur a young rate; one engine's share would be about 1)
+        assert 1.6 < two["value"] / one < 2.4, (record, two["value"], one)
 
 
 def test_every_dashboard_panel_shows_data_or_says_it_cannot(healthy: Monitored) -> None:
@@ -394,11 +395,17 @@ def restarted(bad: Monitored) -> Monitored:
     return bad
 
 
-@pytest.mark.parametrize("name", [*(n for n, _ in MODELS), "gateway"])
+WORKLOADS = [*(n for n, _ in MODELS), "gateway"]
+
+
+def wait_for_alert(m: Monitored, alert: str, workload: str) -> None:
+    labels = {"model": workload} if workload != "gateway" else {"service": workload}
+    m.prom.wait_until(lambda: alert in {a for a, _ in m.alerts(**labels)}, SETTLE, what=f"{alert} for {workload}")
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_restarts_fire_flapping(restarted: Monitored, name: str) -> None:
-    labels = {"model": name} if name != "gateway" else {"service": name}
-    restarted.prom.wait_until(lambda: "HxpcTargetFlapping" in {a for a, _ in restarted.alerts(**labels)}, SETTLE,
-                              what=f"HxpcTargetFlapping for {name}")
+    wait_for_alert(restarted, "HxpcTargetFlapping", name)
 
 
 @pytest.fixture(scope="module")
@@ -408,11 +415,9 @@ def down(restarted: Monitored) -> Monitored:
     return restarted
 
 
-@pytest.mark.parametrize("name", [*(n for n, _ in MODELS), "gateway"])
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_a_dead_scrape_fires_target_down(down: Monitored, name: str) -> None:
-    labels = {"model": name} if name != "gateway" else {"service": name}
-    down.prom.wait_until(lambda: "HxpcTargetDown" in {a for a, _ in down.alerts(**labels)}, SETTLE,
-                         what=f"HxpcTargetDown for {name}")
+    wait_for_alert(down, "HxpcTargetDown", name)
 
 
 # ------------------------------------------------------------------------------------------------ kubernetes

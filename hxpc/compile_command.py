@@ -12,6 +12,7 @@ from pathlib import Path
 from hxpc.artifacts import check_bundle, write_bundle
 from hxpc.compiler.compile import compile_spec
 from hxpc.compiler.pipeline import environments
+from hxpc.diagnostics import render_text
 from hxpc.sources import FileSources, base_spec, stable_name
 
 
@@ -21,6 +22,8 @@ def compile_command(spec: str, env: list[str] | None, target: list[str] | None, 
     envs = env or environments(sources)
     targets = target or []
     bundle = compile_spec(sources, envs, targets, spec_name=stable_name(spec))
+    if bundle.warnings:  # what compiles but is not fully honoured, e.g. a model whose server cannot be watched
+        sys.stderr.write(render_text(bundle.warnings, bundle.texts))
     if check:
         problems = check_bundle(bundle, output, envs, targets)
         for line in problems:

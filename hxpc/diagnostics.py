@@ -84,6 +84,7 @@ CODES: dict[str, str] = {
     "HX403": "target needs a field the spec leaves optional",
     "HX404": "name not valid on the target",
     "HX405": "generated names collide",
+    "HX406": "not monitored: the server's version exports no signal for it (a warning)",
 }
 
 

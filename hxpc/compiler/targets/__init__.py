@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 from hxpc.records import record
 
@@ -71,9 +71,21 @@ class Platform:
 
 
 class Target(Protocol):
-    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`."""
+    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`.
+
+    A module may also define `warnings(stack) -> list[Problem]`: what it compiles but cannot fully honour,
+    printed by `hxpc compile` as warnings (`bundle.target_warnings` calls it).
+    """
 
     def emit(self, stack: ResolvedStack, meta: Meta) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class Warns(Protocol):
+    """Optional for a target module: what compiles but is not fully honoured (a model whose server exports no
+    signal for an alert), reported as warnings at their place in the spec; compile goes on."""
+
+    def warnings(self, stack: ResolvedStack) -> Iterable[Problem]: ...
 
 
 class DeployTarget(Target, Protocol[C]):
@@ -175,3 +187,4 @@ if TYPE_CHECKING:
     _compose: DeployTarget[compose.ComposeTarget] = compose
     _kubernetes: DeployTarget[kubernetes.KubernetesTarget] = kubernetes
     _monitoring: tuple[Target, ...] = (prometheus, grafana)
+    _warns: Warns = prometheus

@@ -72,6 +72,7 @@ CODES: dict[str, str] = {
     "HX311": "host not in the systemd target",
     "HX312": "name used twice",
     "HX313": "no placement",
+    "HX314": "replicas cannot start beside their old selves",
     # HX4xx: target limits (compile)
     "HX401": "field not expressible by target",
     "HX402": "invalid monitoring rule",

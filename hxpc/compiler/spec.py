@@ -183,6 +183,17 @@ class Slo:
 
 
 @record(kw_only=True)
+class Update:
+    """How a change replaces a service's or model's replicas: a few at a time, each new one healthy first."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    max_unavailable: Count = 1
+    """replicas replaced at most this many at a time, each new one gated healthy before the next goes; a replica
+    holding something exclusive (GPUs, a fixed host port) stops before its replacement starts, any other starts
+    beside it; 0 is allowed only where every replica can start beside its old one"""
+
+
+@record(kw_only=True)
 class Service:
     """A service: an image (or a native command), its ports, environment, resources and replicas."""
 
@@ -205,6 +216,7 @@ class Service:
     hosts: list[Name] | None = None
     slo: Slo | None = None
     restart: Restart = "on-failure"
+    update: Update = field(default_factory=Update)
 
 
 @record(kw_only=True)
@@ -228,6 +240,7 @@ class Defaults:
     hosts: list[Name] | None = None
     slo: Slo | None = None
     restart: Restart | None = None
+    update: Update | None = None
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
@@ -261,6 +274,7 @@ class LlmModel:
     depends_on: list[Name] = field(default_factory=list)
     hosts: list[Name] | None = None
     restart: Restart = "on-failure"
+    update: Update = field(default_factory=Update)
 
 
 @record(kw_only=True)

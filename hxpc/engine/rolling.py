@@ -67,6 +67,11 @@ class Rolling(Protocol):
         """One probe round of only these replicas of the object."""
         ...
 
+    def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+        """One probe round of the replicas a rollback of `undo` brought back, judged by their previous
+        version's own checks (the spec's may have changed with the update that failed)."""
+        ...
+
 
 class Executor(Protocol):
     """What the executor (hxpc.engine.apply) lends a wave's rolls."""
@@ -104,6 +109,7 @@ class _Roll:
     steps: list[list[tuple[Action, tuple[str, ...]]]]
     done: list[_Done] = field(default_factory=list)
     failure: str = ""          # the replica that failed and why
+    stopped_at: str = ""       # that replica's name
     failed: set[tuple[ObjectKey, str]] = field(default_factory=set)   # replicas whose replacement undid itself
     gate_failed: bool = False
     gated: bool = False
@@ -215,7 +221,7 @@ class WaveRolls:
                 return
             for d in steps_done:
                 if d.action.update is not None and d.action.update.start_first and d.undo is not None:
-                    problem = self._retire(d)
+                    problem = self._retire(roll, d)
                     if problem:
                         self._fail(roll, problem)
                         return
@@ -236,38 +242,45 @@ class WaveRolls:
             text = str(exc) if isinstance(exc, HxpcError) else f"{type(exc).__name__}: {exc}"
             result.status, result.error = "failed", f"replica {names}: {text}"
             roll.failed.update((action.key, r) for r in step.replicas)
+            roll.stopped_at = roll.stopped_at or names
             result.duration_s += time.monotonic() - began
             run.emit("failed", action, result.error)
-            return f"{action.key}: replica {names} of {roll.workload} failed: {text}"
+            return f"replica {names} of {roll.workload} ({action.key}) failed: {text}"
         result.duration_s += time.monotonic() - began
         result.status, result.undo = "ok", undo
         run.emit("done", action, f"replica {names}")
         return _Done(action, step.replicas, number, undo)
 
-    def _retire(self, done: _Done) -> str:
+    def _retire(self, roll: _Roll, done: _Done) -> str:
         backend = self.run.backends[done.action.key.target]
         assert isinstance(backend, Rolling) and done.undo is not None
         try:
             self.run.retry(partial(backend.retire, done.undo), f"retiring {done.action.key}", None, self._never)
         except Exception as exc:  # noqa: BLE001 - the old replica still runs beside the new: fail and roll back
             text = f"{done.action.key}: stopping the previous replica {', '.join(done.replicas)} failed: {exc}"
+            roll.stopped_at = roll.stopped_at or ", ".join(done.replicas)
             self.run.report.result(done.action).error = text
             return text
         return ""
 
     # -- the gate of one step ----------------------------------------------------------------------------------
-    def _probe(self, done: _Done, deadline: float) -> HealthResult:
+    def _probe(self, done: _Done, deadline: float, restored: bool) -> HealthResult:
         backend = self.run.backends[done.action.key.target]
         assert isinstance(backend, Rolling)
         try:
+            if restored:
+                assert done.undo is not None
+                return backend.restored_health(done.undo, deadline)
             return backend.replica_health(done.action.key, done.replicas, deadline)
         except Exception as exc:  # noqa: BLE001 - a probe that errors is an unhealthy round, not a crash
             return HealthResult(False, f"{type(exc).__name__}: {exc}")
 
     def _gate(self, roll: _Roll, steps_done: Sequence[_Done], cut: Callable[[], bool], *,
-              verdict: bool = True) -> str | None:
+              restored: bool = False) -> str | None:
         """Wait until every replica of the step is healthy: "" when it is, the failure when one never gets
-        there, None when `cut` says to stop waiting. `verdict`: record the failure on the action's result."""
+        there, None when `cut` says to stop waiting. `restored`: the replicas a rollback brought back, judged
+        by their previous version (and the action's result keeps the failure that caused the rollback)."""
+        verdict = not restored
         run = self.run
         now = time.monotonic()
         pending: dict[int, tuple[_Done, float, float, float]] = {}
@@ -283,7 +296,7 @@ class WaveRolls:
             if cut():
                 return None
             for i, (d, deadline, _, budget) in list(pending.items()):
-                health = self._probe(d, deadline)
+                health = self._probe(d, deadline, restored)
                 result = run.report.result(d.action)
                 names = ", ".join(d.replicas)
                 if verdict:
@@ -294,9 +307,10 @@ class WaveRolls:
                 elif health.final or time.monotonic() >= deadline:
                     said = f"replica {names} not healthy after {budget:g}s: {health.detail or 'no detail'}"
                     if verdict:
-                        result.health, result.error = said, f"replica {names} did not pass its health gate"
+                        result.health, result.error = said, f"health gate failed for replica {names}"
+                        roll.stopped_at = roll.stopped_at or names
                     run.emit("unhealthy", d.action, said)
-                    return f"{d.action.key}: replica {names} of {roll.workload} did not pass its health gate: {said}"
+                    return f"health gate failed for replica {names} of {roll.workload} ({d.action.key}): {said}"
                 elif health.detail != last.get(i):
                     run.emit("unhealthy", d.action, f"replica {names}: {health.detail}")
                 last[i] = health.detail
@@ -351,7 +365,7 @@ class WaveRolls:
                 continue
             run.emit("rolled_back", d.action, f"replica {names}")
             # the restored replica serves again before the next one is touched
-            problem = self._gate(roll, [d], lambda: False, verdict=False)
+            problem = self._gate(roll, [d], lambda: False, restored=True)
             if problem:
                 run.report.notes.append(f"after rolling back, {problem}")
 
@@ -359,7 +373,7 @@ class WaveRolls:
         """Each action's final word: rolled back, or never reached (still the previous version)."""
         run = self.run
         reached = {d.action.key for d in roll.done}
-        stopped_at = roll.failure.split(": ", 1)[0] if roll.failure else ""
+        stopped_at = roll.stopped_at
         for action in roll.actions:
             result = run.report.result(action)
             if action.key in reached:
@@ -367,7 +381,7 @@ class WaveRolls:
                     result.status = "rolled_back"
             elif result.status == "pending":
                 result.status = "skipped"
-                why = f"the roll stopped at {stopped_at}" if stopped_at else "the wave stopped"
+                why = f"the roll stopped at replica {stopped_at}" if stopped_at else "the wave stopped"
                 result.error = f"not started: {why}; its replicas still run the previous version"
 
     def summary(self) -> str:

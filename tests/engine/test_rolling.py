@@ -157,6 +157,9 @@ class Fleet:
             for r in undo.data:  # type: ignore[attr-defined]
                 self.replicas[r] = self.replicas[r][:1]
 
+    def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+        return self.replica_health(undo.key, list(undo.data), deadline)  # type: ignore[call-overload]
+
     def replica_health(self, key: ObjectKey, replicas: Sequence[str], deadline: float) -> HealthResult:
         now = time.monotonic()
         with self.guard:
@@ -329,15 +332,15 @@ def test_failure_on_the_second_replica_rolls_back_the_first_and_leaves_the_third
     assert fleet.versions() == {"web-1": ["v1"], "web-2": ["v1"], "web-3": ["v1"]}
     assert [c[1] for c in sorted(fleet.calls, key=lambda c: c[2])] == [("web-1",), ("web-2",)]   # web-3 untouched
     message = str(caught.value)
-    assert ("fake:hxp-dev/object/web-2: replica web-2 of web did not pass its health gate: replica web-2 not "
+    assert ("health gate failed for replica web-2 of web (fake:hxp-dev/object/web-2): replica web-2 not "
             "healthy after 2s: web-2: HTTP 500 from /health") in message
     assert "rolled back: web-1, web-2; never touched, still the previous version: web-3" in message
     assert "wave 0 was rolled back" in message
     statuses = {r.action.key.name: r.status for r in caught.value.report.results.values()}
     assert statuses == {"web-1": "rolled_back", "web-2": "rolled_back", "web-3": "skipped"}
     rendered = caught.value.report.render()
-    assert "replica web-2 did not pass its health gate" in rendered
-    assert "not started: the roll stopped at fake:hxp-dev/object/web-2" in rendered
+    assert "health gate failed for replica web-2" in rendered
+    assert "not started: the roll stopped at replica web-2; its replicas still run the previous version" in rendered
     # the rollback went one replica at a time too: never fewer than two serving
     assert min(samples) >= 2
 
@@ -350,9 +353,9 @@ def test_a_replace_that_fails_outright_is_named() -> None:
             raise RuntimeError("port is already allocated")
 
     fleet.on_roll = fail
-    with pytest.raises(ApplyFailed, match=r"web-2: replica web-2 of web failed: RuntimeError: port is already "
-                                          r"allocated; rolled back: web-1; never touched, still the previous "
-                                          r"version: web-3; wave 0"):
+    with pytest.raises(ApplyFailed, match=r"replica web-2 of web \(fake:hxp-dev/object/web-2\) failed: RuntimeError: "
+                                          r"port is already allocated; rolled back: web-1; never touched, still "
+                                          r"the previous version: web-3; wave 0"):
         run(fleet)
     assert fleet.versions() == {"web-1": ["v1"], "web-2": ["v1"], "web-3": ["v1"]}
 
@@ -392,6 +395,9 @@ def test_parallelism_bounds_rolls_of_different_workloads() -> None:
 
         def replica_health(self, key: ObjectKey, replicas: Sequence[str], deadline: float) -> HealthResult:
             return self.of(key).replica_health(key, replicas, deadline)
+
+        def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+            return self.of(undo.key).restored_health(undo, deadline)
 
         def health(self, key: ObjectKey, deadline: float) -> HealthResult:
             return self.of(key).health(key, deadline)

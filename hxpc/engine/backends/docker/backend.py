@@ -358,6 +358,24 @@ class DockerBackend:
     def replica_health(self, key: ObjectKey, replicas: Sequence[str], deadline: float) -> HealthResult:
         return self.health(key, deadline)  # a container is one replica
 
+    def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+        """The container a rollback brought back, by its own Docker health check (the previous version's,
+        baked into it), else by running: the desired probe may be the one that failed."""
+        if not isinstance(undo.data, BringBack) or not undo.data.aside.was_running:
+            return HealthResult(True, "nothing brought back to wait for")
+        name = undo.data.aside.name
+        try:
+            info = self.call(f"inspecting {name}", self.api.inspect_container, undo.data.aside.old, raw=True)
+        except docker.errors.APIError as exc:
+            if _not_found(exc):
+                return HealthResult(False, f"container {name} does not exist", final=True)
+            raise translate(exc, f"inspecting {name}") from exc
+        state = info.get("State") or {}
+        if not state.get("Running"):
+            return _not_running(state, str(((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")))
+        status = (state.get("Health") or {}).get("Status")
+        return HealthResult(status in (None, "healthy"), f"Docker: {status or 'running'}")
+
     def begin_wave(self, actions: Sequence[Action]) -> None:
         """Nothing to batch: each action is its own API calls."""
 

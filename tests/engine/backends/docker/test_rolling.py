@@ -12,30 +12,19 @@ event stream.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
 import pytest
-from replica_poller import Poller, fetch, wait_until
+from rollcheck import Poller, fetch, load_harness, wait_until
 
 from hxpc.engine.render import render_markdown, render_text
 from hxpc.engine.report import ApplyFailed
 
-
-def _harness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("docker_apply_harness", Path(__file__).with_name("test_apply.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-H = _harness()
+H = load_harness(Path(__file__).with_name("test_apply.py"), "docker_apply_harness")
 pytestmark = pytest.mark.docker
 
 # `n` is taken by the first replica of a new version to start, `n + 1` by the next: FAIL_SECOND makes the
@@ -160,7 +149,7 @@ def test_a_failure_on_the_second_replica_leaves_all_three_on_the_old_version(sta
     assert ids(stack) == old                                # the very same containers, brought back
     assert poller.min_serving >= 2, [r.answers for r in poller.rounds if r.serving < 2][:5]
     message = str(caught.value)
-    assert f"compose:{stack.scope}/container/web-2: replica web-2 of web did not pass its health gate" in message
+    assert f"health gate failed for replica web-2 of web (compose:{stack.scope}/container/web-2)" in message
     assert "exited (exit code 1)" in message
     assert "rolled back: web-1, web-2; never touched, still the previous version: web-3" in message
     statuses = {r.action.key.name: r.status for r in caught.value.report.results.values()}

@@ -10,6 +10,7 @@ rolling tests reuse it without touching it.
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import sys
 import threading
@@ -29,7 +30,7 @@ def fetch(url: str, timeout: float = 0.5) -> str | None:
     try:
         with _OPENER.open(url, timeout=timeout) as response:
             return str(response.read().decode().strip()) if response.status == 200 else None
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # refused, reset, cut short: not serving
         return None
 
 
@@ -53,11 +54,18 @@ class Poller:
     rounds: list[Round] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    crashed: BaseException | None = None
 
     def _urls(self) -> Sequence[str]:
         return self.urls() if callable(self.urls) else self.urls
 
     def _run(self) -> None:
+        try:
+            self._poll()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by __exit__: figures from a dead poller are no figures
+            self.crashed = exc
+
+    def _poll(self) -> None:
         began = time.monotonic()
         with ThreadPoolExecutor(max_workers=16, thread_name_prefix="poller") as pool:
             while not self._stop.is_set():
@@ -76,6 +84,8 @@ class Poller:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self.crashed is not None and kind is None:
+            raise RuntimeError(f"the poller stopped polling: {self.crashed!r}") from self.crashed
 
     @property
     def min_serving(self) -> int:

@@ -215,13 +215,14 @@ class _Run:
         self.report.waves.append(record)
         began = time.monotonic()
         self.emit("wave", wave=wave, message=f"{len(actions)} action(s)")
+        # actions that replace serving replicas roll beside the rest, a few replicas at a time (rolling.py)
+        rolls = WaveRolls(self, pool, wave, actions, record)
+        actions = rolls.actions
         # backends that batch per wave (one daemon-reload per host) learn the wave's actions first
         batched = [(b, [a for a in actions if a.key.target == t]) for t, b in sorted(self.backends.items())
                    if isinstance(b, WaveHooks) and any(a.key.target == t for a in actions)]
         for backend, mine in batched:
             backend.begin_wave(mine)
-        # actions that replace serving replicas roll beside the rest, a few replicas at a time (rolling.py)
-        rolls = WaveRolls(self, pool, wave, actions, record)
         rolls.start()
         try:
             for future in [pool.submit(self.run_action, a) for a in rolls.plain]:

@@ -149,6 +149,7 @@ class WaveRolls:
             # a plan saved before updates existed: work them out from the objects read under the lock
             updates = plan_updates(actions, run.desired, run.live)
             actions = [dataclasses.replace(a, update=updates[a.key]) if a.key in updates else a for a in actions]
+        self.actions = list(actions)   # the wave's actions, each with its update
         groups: dict[tuple[str, str], list[Action]] = {}
         self.plain: list[Action] = []
         for action in actions:

@@ -540,7 +540,10 @@ class SystemdBackend:
         template_changed = any(not instance_of(p[len(UNIT_DIR) + 1:]) for p in written)
         changed = {i for i in instances if template_changed or f"{UNIT_DIR}/{i}.d/replica.conf" in written}
         active_before = {} if before is None else _active(before)
-        if want.workload in batch.restart_all or before is None:
+        # a new secret restarts every instance, unless the secret file's own action rolls them a few at a time
+        secret_rolls = any(a.key.kind == "secret" and a.update is not None and a.workload == want.workload
+                           for a in batch.actions)
+        if (want.workload in batch.restart_all and not secret_rolls) or before is None:
             changed = set(instances)
         down = {i for i in instances if not active_before.get(i, False)}  # converge: whatever is down starts
         removed = sorted(set(old_instances) - set(instances))
@@ -566,10 +569,8 @@ class SystemdBackend:
         unit_action = next((a for a in batch.actions if a.key == data.unit), None)
         instances = unit_data(self.desired()[data.unit]).instances
         if step is not None:
-            # the unit's own roll restarts the instances it rolls in this same step; the rest are this file's
+            # the unit's own roll restarts the instances it rolls, in this same step; the rest are this file's
             theirs = set(unit_action.update.replicas) if unit_action and unit_action.update else set()
-            if unit_action is not None and unit_action.update is None:
-                theirs = set(instances)
             restarted = tuple(i for i in step.replicas if i in instances and i not in theirs)
         elif unit_action is None:
             restarted = instances

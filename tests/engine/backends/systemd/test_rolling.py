@@ -175,14 +175,18 @@ def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts:
     s.apply()
     targets = urls(hosts, reach, port)
     wait_until(lambda: [fetch(u) for u in targets] == ["v1"] * 3, 60, "three instances serving v1")
-    write(s, {"web": svc}, {"token": {"env": "SDT_TOKEN_B"}})
+    # a new secret value, and a fourth instance (on h2) in the same change: the new instance starts at once,
+    # the three serving ones take the new value one at a time
+    write(s, {"web": {**svc, "replicas": 4}}, {"token": {"env": "SDT_TOKEN_B"}})
     plan, _ = s.plan()
-    assert {(a.kind, a.key.kind) for a in plan.touched} == {("update", "secret")}   # only the files change
-    assert all(a.update is not None for a in plan.touched)
+    touched = {(a.kind, a.key.scope, a.key.kind): a.update for a in plan.touched}
+    assert set(touched) == {("update", "h1", "secret"), ("update", "h2", "secret"), ("update", "h2", "unit")}
+    assert touched[("update", "h2", "unit")] is None          # it only adds an instance: nothing serving to roll
+    assert touched[("update", "h1", "secret")] is not None and touched[("update", "h2", "secret")] is not None
     with Poller(targets) as poller:
         assert s.apply(plan).outcome == "success"
     assert poller.min_serving >= 2, [r.answers for r in poller.rounds if r.serving < 2][:5]
-    for i in range(3):
+    for i in range(4):
         assert "TOKEN=second-value" in environ(hosts.h1 if i % 2 == 0 else hosts.h2, f"{project}-web@{i}.service")
     down_up = times(hosts, project)
     assert all(down > up for (_, up), (down, _) in itertools.pairwise(down_up))

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,30 +38,15 @@ from hxpc.engine.backends.docker.backend import DockerBackend
 from hxpc.sources import FileSources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from rollcheck import Poller, fetch, wait_until  # the client the rolling tests use
+from rollcheck import Poller, fetch, load_harness, wait_until  # the client the rolling tests use
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+free_base = load_harness(TESTS / "engine/backends/docker/test_apply.py", "docker_apply_harness").free_base
 
 IMAGE = "hxpc-test/busybox:1"
 ENV = "default"
 SCRIPT = ('mkdir -p /tmp/www && echo ok > /tmp/www/health && echo "$VERSION" > /tmp/www/version && '
           'sleep "$START" && exec httpd -f -p "$PORT" -h /tmp/www')
-
-
-def free_base(span: int) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 40000 - span)
-        socks = []
-        try:
-            for p in range(base, base + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise SystemExit("no free port range")
 
 
 def write_spec(path: Path, project: str, n: int, port: int, version: str, start: float) -> Path:

@@ -21,6 +21,7 @@ from typing import Any
 
 from hxpc.engine.objects import Change
 from hxpc.engine.plan import KINDS, SYMBOLS, Action, Plan
+from hxpc.engine.rollout import natural
 
 MARKDOWN_LIMIT = 60 * 1024
 _VALUE_LIMIT = 200
@@ -90,7 +91,9 @@ def _rolling_table(plan: Plan) -> list[str]:
         orders = ", ".join(sorted({u.order for u in updates}))
         downtime = max((u.downtime_s for u in updates if u.downtime_s is not None), default=None)
         said = f"**up to {downtime:g}s**" if downtime is not None else "none"
-        why = "; ".join(sorted({u.why for u in updates})).replace("|", "\\|")
+        whys = sorted({u.why for u in updates}, key=natural)
+        why = whys[0] + (f" (and {len(whys) - 1} more like it)" if len(whys) > 1 else "")
+        why = why.replace("|", "\\|")
         lines.append(f"| {target} | `{workload}` | {count} of {first.serving} | {first.at_once} | {orders} | {why} "
                      f"| {said} |")
     return [*lines, ""]

@@ -16,9 +16,11 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
+from rollcheck import load_harness
 
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
@@ -34,21 +36,7 @@ SPEC = "5pec5pec5pec5pec"
 STARTUP_S = 0.15   # how long a replica takes to serve after it starts
 
 
-class MemoryLock:
-    def __init__(self) -> None:
-        self.payload: Mapping[str, str] | None = None
-
-    def try_create(self, payload: Mapping[str, str]) -> bool:
-        if self.payload is not None:
-            return False
-        self.payload = dict(payload)
-        return True
-
-    def read(self) -> Mapping[str, str] | None:
-        return self.payload
-
-    def remove(self, payload: Mapping[str, str]) -> None:
-        self.payload = None
+MemoryLock = load_harness(Path(__file__).with_name("test_apply.py"), "engine_apply_harness").MemoryLock
 
 
 @dataclasses.dataclass

@@ -363,18 +363,24 @@ class DockerBackend:
         baked into it), else by running: the desired probe may be the one that failed."""
         if not isinstance(undo.data, BringBack) or not undo.data.aside.was_running:
             return HealthResult(True, "nothing brought back to wait for")
-        name = undo.data.aside.name
-        try:
-            info = self.call(f"inspecting {name}", self.api.inspect_container, undo.data.aside.old, raw=True)
-        except docker.errors.APIError as exc:
-            if _not_found(exc):
-                return HealthResult(False, f"container {name} does not exist", final=True)
-            raise translate(exc, f"inspecting {name}") from exc
+        info = self._inspect(undo.data.aside.old, undo.data.aside.name)
+        if isinstance(info, HealthResult):
+            return info
         state = info.get("State") or {}
         if not state.get("Running"):
             return _not_running(state, str(((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")))
         status = (state.get("Health") or {}).get("Status")
         return HealthResult(status in (None, "healthy"), f"Docker: {status or 'running'}")
+
+    def _inspect(self, ref: str, name: str) -> dict[str, Any] | HealthResult:
+        """The container's inspect payload, or the unhealthy round its absence is."""
+        try:
+            info: dict[str, Any] = self.call(f"inspecting {name}", self.api.inspect_container, ref, raw=True)
+        except docker.errors.APIError as exc:
+            if _not_found(exc):
+                return HealthResult(False, f"container {name} does not exist", final=True)
+            raise translate(exc, f"inspecting {name}") from exc
+        return info
 
     def begin_wave(self, actions: Sequence[Action]) -> None:
         """Nothing to batch: each action is its own API calls."""
@@ -398,13 +404,9 @@ class DockerBackend:
         want = self.desired().get(key)
         if key.kind != "container" or want is None:
             return HealthResult(True, "")
-        name = _container(want).name
-        try:
-            info = self.call(f"inspecting {name}", self.api.inspect_container, name, raw=True)
-        except docker.errors.APIError as exc:
-            if _not_found(exc):
-                return HealthResult(False, f"container {name} does not exist", final=True)
-            raise translate(exc, f"inspecting {name}") from exc
+        info = self._inspect(_container(want).name, _container(want).name)
+        if isinstance(info, HealthResult):
+            return info
         state = info.get("State") or {}
         if not state.get("Running"):
             return _not_running(state, str(want.state.get("restart", "no")))

@@ -99,14 +99,25 @@ def ids(s: Any, replicas: int = 3) -> list[str]:
 SHAPES = {"service": 1.0, "model-like": 3.0}   # seconds each replica takes to start serving
 
 
+def serving_v1(s: Any, start: float) -> tuple[list[str], list[str]]:
+    """Three replicas on their own ports serving v1: their URLs and container ids."""
+    spec_with_ports(s, "v1", start_s=start)
+    s.apply()
+    urls = published(s)
+    wait_until(lambda: [fetch(u) for u in urls] == ["v1"] * 3, 30, "three replicas serving v1")
+    return urls, ids(s)
+
+
+def order(s: Any, since: float) -> tuple[dict[str, float], dict[str, float]]:
+    """When each container died and started since `since`, by id, from the Engine's event stream."""
+    seen = events(s, since)
+    return ({cid: t for t, what, cid in seen if what == "die"}, {cid: t for t, what, cid in seen if what == "start"})
+
+
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_three_replicas_on_their_own_ports_roll_stop_first_keeping_two_serving(stack: Any, shape: str) -> None:
     start = SHAPES[shape]
-    spec_with_ports(stack, "v1", start_s=start)
-    stack.apply()
-    urls = published(stack)
-    wait_until(lambda: [fetch(u) for u in urls] == ["v1"] * 3, 30, "three replicas serving v1")
-    old = ids(stack)
+    urls, old = serving_v1(stack, start)
     spec_with_ports(stack, "v2", start_s=start)
     plan = stack.plan()
     text = render_text(plan)
@@ -123,9 +134,7 @@ def test_three_replicas_on_their_own_ports_roll_stop_first_keeping_two_serving(s
     # the Engine's own record: each old container died before its replacement started, and the next old one
     # died only after that replacement started (stop-first, one at a time)
     new = ids(stack)
-    seen = events(stack, began)
-    died = {cid: t for t, what, cid in seen if what == "die"}
-    started = {cid: t for t, what, cid in seen if what == "start"}
+    died, started = order(stack, began)
     for i in range(3):
         assert died[old[i]] < started[new[i]]
         if i:
@@ -136,11 +145,7 @@ def test_three_replicas_on_their_own_ports_roll_stop_first_keeping_two_serving(s
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_a_failure_on_the_second_replica_leaves_all_three_on_the_old_version(stack: Any, shape: str) -> None:
     start = SHAPES[shape]
-    spec_with_ports(stack, "v1", start_s=start)
-    stack.apply()
-    urls = published(stack)
-    wait_until(lambda: [fetch(u) for u in urls] == ["v1"] * 3, 30, "three replicas serving v1")
-    old = ids(stack)
+    urls, old = serving_v1(stack, start)
     spec_with_ports(stack, "v2", start_s=start, fail_second=True)
     with Poller(urls) as poller, pytest.raises(ApplyFailed) as caught:
         stack.apply()
@@ -177,9 +182,7 @@ def test_replicas_without_published_ports_start_beside_the_old_ones(stack: Any) 
         assert stack.apply(plan).outcome == "success"
     assert poller.min_serving >= 3, [r.answers for r in poller.rounds if r.serving < 3][:5]
     new = ids(stack)
-    seen = events(stack, began)
-    died = {cid: t for t, what, cid in seen if what == "die"}
-    started = {cid: t for t, what, cid in seen if what == "start"}
+    died, started = order(stack, began)
     for i in range(3):
         assert started[new[i]] < died[old[i]]            # the replacement ran before the old one stopped
     assert sorted(fetch(u) or "" for u in urls()) == ["v2"] * 3

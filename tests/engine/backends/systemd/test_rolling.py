@@ -92,6 +92,18 @@ def times(hosts: Any, project: str, replicas: int = 3) -> list[tuple[int, int]]:
     return out
 
 
+def serving_v1(tmp_path: Path, hosts: Any, reach: dict[str, str], project: str, port: int,
+               shape: str) -> tuple[Any, list[str]]:
+    """Three instances of `shape` serving v1 on both hosts: the project's stack and the instances' URLs."""
+    start, gpus = SHAPES[shape]
+    s = H.Stack(tmp_path, hosts, project)
+    write(s, {"web": versioned(port, "v1", start_s=start, gpus=gpus)})
+    s.apply()
+    targets = urls(hosts, reach, port)
+    wait_until(lambda: [fetch(u) for u in targets] == ["v1"] * 3, 60, "three instances serving v1")
+    return s, targets
+
+
 def environ(container: str, unit: str) -> str:
     return H.sh(container, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ")
 
@@ -101,11 +113,7 @@ def test_three_instances_roll_one_at_a_time_keeping_two_serving(tmp_path: Path, 
                                                                 shape: str) -> None:
     start, gpus = SHAPES[shape]
     project, port = f"sdt-roll-{shape}", 8600 + 20 * sorted(SHAPES).index(shape)
-    s = H.Stack(tmp_path, hosts, project)
-    write(s, {"web": versioned(port, "v1", start_s=start, gpus=gpus)})
-    s.apply()
-    targets = urls(hosts, reach, port)
-    wait_until(lambda: [fetch(u) for u in targets] == ["v1"] * 3, 60, "three instances serving v1")
+    s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     write(s, {"web": versioned(port, "v2", start_s=start, gpus=gpus)})
     plan, _ = s.plan()
     text = render_text(plan)
@@ -137,11 +145,7 @@ def test_a_failure_on_the_second_instance_leaves_all_three_on_the_old_version(tm
                                                                              shape: str) -> None:
     start, gpus = SHAPES[shape]
     project, port = f"sdt-rollfail-{shape}", 8700 + 20 * sorted(SHAPES).index(shape)
-    s = H.Stack(tmp_path, hosts, project)
-    write(s, {"web": versioned(port, "v1", start_s=start, gpus=gpus)})
-    s.apply()
-    targets = urls(hosts, reach, port)
-    wait_until(lambda: [fetch(u) for u in targets] == ["v1"] * 3, 60, "three instances serving v1")
+    s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     template = f"/etc/systemd/system/{project}-web@.service"
     good = {h: H.sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)}
     untouched = H.unit_props(hosts.h1, f"{project}-web@2.service")

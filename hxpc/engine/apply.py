@@ -262,6 +262,7 @@ class _Run:
             rolls.rollback()
             raise
         finally:
+            rolls.halt()  # a no-op unless something unforeseen cut the wave short: no roll outlives its wave
             for backend, mine in batched:
                 try:
                     backend.end_wave(mine)

@@ -172,7 +172,12 @@ class WaveRolls:
             thread.join()
         self._threads = []
         if any(r.gated for r in self.rolls) and self.record.gate in ("", "passed", "waiting"):
-            self.record.gate = "failed" if any(r.gate_failed for r in self.rolls) else "passed"
+            if any(r.gate_failed for r in self.rolls):
+                self.record.gate = "failed"
+            elif self.run.stop.is_set():
+                self.record.gate = "interrupted"
+            elif not self.abort.is_set():
+                self.record.gate = "passed"
 
     def halt(self) -> None:
         """Stop every roll before its next step, and wait for the steps under way."""

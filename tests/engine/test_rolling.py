@@ -286,6 +286,7 @@ def test_three_replicas_one_at_a_time_keep_two_serving() -> None:
     with sampling(fleet) as samples:
         report = run(fleet)
     assert report.outcome == "success"
+    assert [w.gate for w in report.waves] == ["passed"]
     assert fleet.versions() == {"web-1": ["v2"], "web-2": ["v2"], "web-3": ["v2"]}
     assert min(samples) >= 2 and samples.count(2) > 0     # it did take one down at a time
     calls = sorted(fleet.calls, key=lambda c: c[2])
@@ -326,6 +327,7 @@ def test_failure_on_the_second_replica_rolls_back_the_first_and_leaves_the_third
     assert "wave 0 was rolled back" in message
     statuses = {r.action.key.name: r.status for r in caught.value.report.results.values()}
     assert statuses == {"web-1": "rolled_back", "web-2": "rolled_back", "web-3": "skipped"}
+    assert [w.gate for w in caught.value.report.waves] == ["failed"]
     rendered = caught.value.report.render()
     assert "health gate failed for replica web-2" in rendered
     assert "not started: the roll stopped at replica web-2; its replicas still run the previous version" in rendered
@@ -417,6 +419,7 @@ def test_interrupt_between_steps_reverts_what_rolled() -> None:
     fleet.on_roll = interrupt
     with pytest.raises(ApplyInterrupted) as caught:
         run(fleet, stop=stop)
+    assert [w.gate for w in caught.value.report.waves] == ["interrupted"]
     assert fleet.versions() == {"web-1": ["v1"], "web-2": ["v1"], "web-3": ["v1"]}
     statuses = {r.action.key.name: r.status for r in caught.value.report.results.values()}
     assert statuses == {"web-1": "rolled_back", "web-2": "rolled_back", "web-3": "skipped"}

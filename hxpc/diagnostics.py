@@ -72,6 +72,7 @@ CODES: dict[str, str] = {
     "HX311": "host not in the systemd target",
     "HX312": "name used twice",
     "HX313": "no placement",
+    "HX314": "replicas cannot start beside their old selves",
     # HX32x: will a model server start (the KV-cache check, hxpc/compiler/kvcheck.py)
     "HX320": "model architecture unknown",
     "HX321": "KV cache cannot hold one max_model_len sequence",

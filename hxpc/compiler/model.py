@@ -74,6 +74,7 @@ class Workload:
     startup_budget_s: int
     slo: Slo | None
     hosts: tuple[str, ...]
+    max_unavailable: int = 1      # replicas a change replaces at once (`update.max_unavailable`)
     model: LlmModel | None = None
     shape: ModelShape | ShapeProblem | None = None
     """a model's architecture (hxpc.compiler.architecture), or why it is not known"""
@@ -186,6 +187,7 @@ def _service(name: str, svc: Service, default_hosts: tuple[str, ...]) -> Workloa
         metrics=(ports[svc.metrics.port], svc.metrics.path) if svc.metrics and svc.metrics.port in ports else None,
         volumes=dict(svc.volumes), restart=svc.restart, startup_budget_s=startup_budget_s(None, svc.health),
         slo=svc.slo, hosts=tuple(svc.hosts) if svc.hosts is not None else default_hosts,
+        max_unavailable=svc.update.max_unavailable,
     )
 
 
@@ -199,7 +201,8 @@ def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...], shapes: Model
         cpu_millis=m.resources.cpu, memory_bytes=m.resources.memory, gpus=m.tensor_parallel,
         replicas=m.replicas, depends_on=tuple(m.depends_on), probe=probe, metrics=(m.port, "/metrics"),
         volumes={}, restart=m.restart, startup_budget_s=budget, slo=None,
-        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, model=m, shape=shapes.of(m),
+        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, max_unavailable=m.update.max_unavailable,
+        model=m, shape=shapes.of(m),
     )
 
 

@@ -205,6 +205,17 @@ class Slo:
 
 
 @record(kw_only=True)
+class Update:
+    """How a change replaces a service's or model's replicas: a few at a time, each new one healthy first."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    max_unavailable: Count = 1
+    """replicas replaced at most this many at a time, each new one gated healthy before the next goes; a replica
+    holding something exclusive (GPUs, a fixed host port) stops before its replacement starts, any other starts
+    beside it; 0 is allowed only where every replica can start beside its old one"""
+
+
+@record(kw_only=True)
 class Service:
     """A service: an image (or a native command), its ports, environment, resources and replicas."""
 
@@ -241,6 +252,8 @@ class Service:
     """service level objective: generated SLO recording rules and burn-rate alerts"""
     restart: Restart = "on-failure"
     """when the service is restarted after it exits: always, on-failure or never"""
+    update: Update = field(default_factory=Update)
+    """how replicas are replaced when they change: at most `max_unavailable` at a time, each healthy first"""
 
 
 @record(kw_only=True)
@@ -280,6 +293,8 @@ class Defaults:
     """service level objective of every service that sets none"""
     restart: Restart | None = None
     """restart policy of every service and model that sets none"""
+    update: Update | None = None
+    """how replicas are replaced, for every service and model that sets none"""
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
@@ -378,6 +393,8 @@ class LlmModel:
     """hosts its replicas are placed on, round-robin; default: every host of targets.systemd.hosts"""
     restart: Restart = "on-failure"
     """when the server is restarted after it exits: always, on-failure or never"""
+    update: Update = field(default_factory=Update)
+    """how replicas are replaced when they change: at most `max_unavailable` at a time, each healthy first"""
 
 
 @record(kw_only=True)

@@ -13,6 +13,7 @@ objects changed since it was made.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from hxpc.engine.objects import (
     fingerprint,
     format_path,
 )
+from hxpc.engine.rollout import Update, plan_updates
 from hxpc.errors import BackendError, StalePlan, UsageError
 
 FORMAT_VERSION = 1
@@ -59,15 +61,19 @@ class Action:
     fingerprint: str | None = None     # of the live object planned against; None when absent
     desired_hash: str | None = None    # of the desired state; None for deletes
     workload: str | None = None
+    update: Update | None = None       # when it replaces serving replicas: how they roll (hxpc.engine.rollout)
 
     @property
     def touches(self) -> bool:
         return self.kind != "noop"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "key": self.key.to_dict(), "address": str(self.key), "wave": self.wave,
-                "workload": self.workload, "reason": self.reason, "changes": [c.to_dict() for c in self.changes],
-                "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
+        out = {"kind": self.kind, "key": self.key.to_dict(), "address": str(self.key), "wave": self.wave,
+               "workload": self.workload, "reason": self.reason, "changes": [c.to_dict() for c in self.changes],
+               "fingerprint": self.fingerprint, "desired_hash": self.desired_hash}
+        if self.update is not None:
+            out["update"] = self.update.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Action:
@@ -76,7 +82,8 @@ class Action:
             raise ValueError(f"unknown action kind {kind!r}")
         return cls(kind, ObjectKey.from_dict(data["key"]), int(data["wave"]), str(data["reason"]),
                    tuple(Change.from_dict(c) for c in data.get("changes", [])), data.get("fingerprint"),
-                   data.get("desired_hash"), data.get("workload"))
+                   data.get("desired_hash"), data.get("workload"),
+                   Update.from_dict(data["update"]) if data.get("update") is not None else None)
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,11 @@ class Plan:
         `workload` (the spec service or model, or null for shared objects), `reason`,
         `changes` [{op: add|remove|change, path: [keys and list indexes], old, new}]
         with secret values shown as "(sensitive)", `fingerprint` (hash of the live
-        object planned against, null when absent) and `desired_hash`. `kind` is
+        object planned against, null when absent) and `desired_hash`; and, only on an
+        action that replaces serving replicas, `update` {order: stop-first|start-first,
+        why, replicas, steps (one per replica, 1-based), total_steps, at_once, serving,
+        downtime_s (null unless every serving replica goes down at once)}. A plan saved
+        before `update` existed still loads: apply then works it out itself. `kind` is
         always `hxpc-plan` (what tells a saved plan from a spec) and `hxpc_version` the
         version that made it. No timestamps: the same spec, live state and hxpc give
         byte-identical JSON.
@@ -232,6 +243,8 @@ def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves
     actions = sorted((Action(kind, key, number[(phase, rank)], reason, changes, fp, dh, workload)
                       for phase, rank, key, kind, reason, changes, fp, dh, workload in pending),
                      key=lambda a: (a.wave, a.key))
+    updates = plan_updates(actions, desired, live)
+    actions = [dataclasses.replace(a, update=updates[a.key]) if a.key in updates else a for a in actions]
     all_targets = set(targets) | {k.target for k in desired} | {k.target for k in live}
     return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file)
 

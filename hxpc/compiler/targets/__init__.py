@@ -179,6 +179,21 @@ def missing_field(stack: Stack, field: str, needed_by: str, code: str, hint: str
                           key=True, hint=hint)
 
 
+def surge_problems(target: str, workloads: Mapping[str, Workload],
+                   blocker: Callable[[Workload], str]) -> Iterator[Problem]:
+    """HX314 for every workload asking for `update.max_unavailable: 0` whose replicas cannot start beside their
+    old selves on `target`: `blocker` says why ("" when they can)."""
+    for w in workloads.values():
+        reason = blocker(w) if w.max_unavailable == 0 and w.replicas else ""
+        if reason:
+            section = "models" if w.kind == "model" else "services"
+            yield Problem("HX314", f"{w.kind} `{w.name}` asks for update.max_unavailable 0, but on the {target} "
+                                   f"target a new replica cannot start beside its old one: it {reason}",
+                          (section, w.name, "update", "max_unavailable"),
+                          hint="set `max_unavailable: 1` (replicas are then replaced one at a time, each stopped "
+                               "before its replacement starts), or drop what it holds exclusively")
+
+
 if TYPE_CHECKING:
     # mypy checks every module against the protocol its entry promises; nothing here runs
     from hxpc.compiler.targets import compose, grafana, kubernetes, prometheus, systemd

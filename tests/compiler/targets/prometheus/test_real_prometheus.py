@@ -492,7 +492,8 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
 
 def test_kubernetes_rules_record_the_pods_gpus_and_stay_quiet(kube: Monitored) -> None:
     assert len(kube.prom.wait_for_targets_up(SETTLE)) == 3
-    exprs = [r["expr"] for r in kube.recording_rules()]
+    # the series each rule records, not only its expression: a rule records at its next evaluation
+    exprs = [e for r in kube.recording_rules() for e in (r["expr"], r["record"])]
     kube.prom.wait_until(lambda: all(non_empty(kube, e) for e in exprs), SETTLE, what="every recording rule")
     gpu = kube.prom.query(f'model:dcgm_gpu_temperature:celsius{{model="{KUBE_MODEL}"}}')
     assert {r["metric"]["gpu"] for r in gpu} == {"0", "1"}  # from the honorLabels job only

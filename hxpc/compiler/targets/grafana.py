@@ -152,8 +152,24 @@ def overview(stack: ResolvedStack, meta: Meta) -> dict[str, Any]:
 
 
 def kv_cache_targets(stack: ResolvedStack, w: Workload) -> list[tuple[str, str]]:
-    """The KV-cache panel's lines: the recorded usage per replica (a predicted capacity can be drawn beside it)."""
+    """The KV-cache panel's lines: the recorded usage per replica."""
     return [(f"{series.REC_VLLM_KV_USAGE}{series.sel(series.owner(stack, w))}", "{{instance}}")]
+
+
+def kv_tokens_panel(stack: ResolvedStack, w: Workload) -> Panel | None:
+    """KV-cache tokens in use per replica beside the capacity hxpc predicted for it; None when unpredicted."""
+    from hxpc.compiler.resources import predicted_kv_tokens
+
+    tokens = predicted_kv_tokens(stack, w.name)
+    if tokens is None:
+        return None
+    usage = f"{series.REC_VLLM_KV_USAGE}{series.sel(series.owner(stack, w))}"
+    length = w.model.max_model_len if w.model and w.model.max_model_len else None
+    at_once = f" ({tokens / length:.1f} requests of max_model_len {length} at once)" if length else ""
+    return Panel("KV-cache tokens against predicted capacity", "short",
+                 [(f"{usage} * {tokens}", "in use {{instance}}"), (f"vector({tokens})", "predicted capacity")],
+                 f"Tokens held in the KV cache per replica, and the {tokens:,} tokens hxpc predicted one replica "
+                 f"holds{at_once}: when usage stays at capacity, requests queue (HxpcVllmKvCacheSaturatedQueueing).")
 
 
 def failures_panel(stack: ResolvedStack, w: Workload) -> Panel:
@@ -198,6 +214,7 @@ def model_dashboard(stack: ResolvedStack, meta: Meta, w: Workload) -> dict[str, 
                (f"sum by (instance) ({m.requests_running}{s})", "running {{instance}}")]),
         Panel("KV-cache usage", "percentunit", kv_cache_targets(stack, w),
               f"The fullest engine's KV cache per replica (`{m.kv_cache_usage}`)."),
+        *filter(None, [kv_tokens_panel(stack, w)]),
         failures_panel(stack, w),
         Panel("GPU utilisation", "percent",
               [(f"{series.REC_GPU_UTIL}{s}", "{{instance}} GPU {{gpu}}")] if gpu else [],

@@ -54,6 +54,18 @@ SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 
 # Fixed thresholds for models: the spec has no per-model knobs for these (yet).
 QUEUE_BACKLOG = 10  # waiting requests per replica, sustained
+
+
+def capacity_words(stack: ResolvedStack, w: Workload) -> str:
+    """What hxpc predicted a replica of `w` holds (tokens, and full-length requests at once), for an alert."""
+    from hxpc.compiler.resources import predicted_kv_tokens
+
+    tokens = predicted_kv_tokens(stack, w.name)
+    if tokens is None:
+        return "hxpc could not predict its capacity (no GPU budget for its hosts)."
+    length = w.model.max_model_len if w.model and w.model.max_model_len else None
+    at_once = f", {tokens / length:.1f} requests of max_model_len {length} at once" if length else ""
+    return f"hxpc predicted {tokens:,} tokens of KV cache per replica{at_once}."
 KV_CACHE_FULL = 0.95
 TTFT_P99_SECONDS = 5
 FAILED_RATIO = 0.05
@@ -228,6 +240,18 @@ class _RuleBuilder:
                          f"{where} has been over {KV_CACHE_FULL:.0%} for 10 minutes; requests get preempted.")
         self.case(ann, "HxpcVllmKvCacheNearlyFull", labels, "warning", [(f"{m.kv_cache_usage}{ser}", "0.99x25")],
                   [(f"{m.kv_cache_usage}{ser}", "0.5x25")])
+        # requests wait because the KV cache holds no more: the replica is at its capacity, which hxpc predicted
+        ann = self.alert(g, labels, "HxpcVllmKvCacheSaturatedQueueing",
+                         f"({REC_VLLM_KV_USAGE}{s} > {KV_CACHE_FULL}) and on ({per}) "
+                         f"(sum by ({per}) ({m.requests_waiting}{s}) > 0)", "warning", "5m",
+                         f"model {w.name} is at its KV-cache capacity in {env}",
+                         f"Requests have been waiting for 5 minutes at model {w.name} (environment {env}), replica "
+                         f"{{{{ $labels.instance }}}} on {where}, while its KV cache is over {KV_CACHE_FULL:.0%} "
+                         f"full: {capacity_words(self.stack, w)} Add replicas, lower max_model_len or max_num_seqs, "
+                         "or use an fp8 KV cache.")
+        self.case(ann, "HxpcVllmKvCacheSaturatedQueueing", labels, "warning",
+                  [(f"{m.kv_cache_usage}{ser}", "0.99x25"), (f"{m.requests_waiting}{ser}", "3x25")],
+                  [(f"{m.kv_cache_usage}{ser}", "0.99x25"), (f"{m.requests_waiting}{ser}", "0x25")])
         ann = self.alert(g, o, "HxpcVllmTimeToFirstTokenHigh",
                          f"{rec_quantile(m.ttft_seconds, '99')}{s} > {TTFT_P99_SECONDS}", "warning", "10m",
                          f"model {w.name} is slow to first token in {env}",

@@ -301,7 +301,8 @@ def test_every_dashboard_panel_shows_data_or_says_it_cannot(healthy: Monitored) 
 
 def expected_alerts(name: str, spec: MetricsList) -> set[tuple[str, str]]:
     """(alertname, signal or gpu) of what the bad data injected into model `name` must fire."""
-    found = {("HxpcVllmQueueBacklog", ""), ("HxpcVllmKvCacheNearlyFull", ""), ("HxpcVllmTimeToFirstTokenHigh", "")}
+    found = {("HxpcVllmQueueBacklog", ""), ("HxpcVllmKvCacheNearlyFull", ""), ("HxpcVllmTimeToFirstTokenHigh", ""),
+             ("HxpcVllmKvCacheSaturatedQueueing", "")}
     found |= {("HxpcVllmRequestsFailing", s) for s in failure_signals(spec)}
     gpu = GPU_OF[name]
     if gpu == "0":  # GPU 0 of each host runs hot and idles while its model queues

@@ -24,13 +24,16 @@ import typer
 from hxpc.errors import SpecError, UsageError
 from hxpc.guard import INTERRUPTED, guarded
 
+DIFFERS = 2  # CLI.md: the live system (or the output directory) differs from the spec
+
 if TYPE_CHECKING:
     from hxpc.compiler.pipeline import Resolved
+    from hxpc.diagnostics import Diagnostic
     from hxpc.engine.plan import Plan
     from hxpc.engine.wiring import Wiring
 
 app = typer.Typer(
-    name="hxpc", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="hxpc", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="Compile an LLM serving stack spec into systemd, Compose, Kubernetes and monitoring artifacts.",
 )
 
@@ -46,9 +49,47 @@ class GraphFormat(enum.StrEnum):
     json = "json"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from hxpc import version
+
+        _out(f"hxpc {version()}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print hxpc's version and exit")] = False) -> None:
+    """Compile an LLM serving stack spec into systemd, Compose, Kubernetes and monitoring artifacts."""
+
+
+def complete_env(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion of --env: the environments the command's spec declares. While completing, click
+    leaves the command's positional words unparsed in `ctx.args`."""
+    from hxpc.compiler.pipeline import environments
+    from hxpc.sources import FileSources
+
+    given = ctx.params.get("spec") or ctx.params.get("target_file")
+    spec = given or next((w for w in ctx.args if not w.startswith("-")), None)
+    try:
+        names = environments(FileSources(str(spec))) if spec else []
+    except Exception:  # noqa: BLE001 - an unreadable spec completes nothing; completion must never fail
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def complete_target(incomplete: str) -> list[str]:
+    """Shell completion of --target: every target hxpc compiles."""
+    from hxpc.compiler.targets import names
+
+    return [n for n in names() if n.startswith(incomplete)]
+
+
 SpecArg = Annotated[str, typer.Argument(help="the stack spec, e.g. specs/hxp.yaml", metavar="SPEC", show_default=False)]
-EnvsOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="environment (repeatable); default: all")]
-EnvOpt = Annotated[str, typer.Option("--env", "-e", help="environment")]
+EnvsOpt = Annotated[list[str] | None, typer.Option("--env", "-e", help="environment (repeatable); default: all",
+                                                  autocompletion=complete_env)]
+EnvOpt = Annotated[str | None, typer.Option("--env", "-e", help="environment (may be left out when the spec has "
+                                                                    "only one)", autocompletion=complete_env)]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output format")]
 
 
@@ -60,56 +101,107 @@ def _err(text: str) -> None:
     sys.stderr.write(text)
 
 
-def _resolve(spec: str, env: str) -> Resolved:
-    from hxpc.compiler.pipeline import resolve_env
-    from hxpc.sources import FileSources
-
-    return resolve_env(FileSources(spec), env)
-
-
-@app.command()
-def validate(spec: SpecArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """Load, merge and validate SPEC for each environment; print every problem."""
-    from hxpc.compiler.pipeline import environments, load_base, resolve_env
-    from hxpc.diagnostics import render_json, unique_sorted
+def _resolve(spec: str, env: str | None) -> Resolved:
+    """The spec merged and resolved for `env` (its only environment when None), loaded once."""
+    from hxpc.compiler.pipeline import load_base, resolve_env
     from hxpc.sources import FileSources
 
     sources = FileSources(spec)
     loaded = load_base(sources)
-    envs = env or environments(sources, loaded)
-    problems, texts, valid = [], dict(loaded.texts), []
-    for name in envs:
+    return resolve_env(sources, env or _only_env(spec, sources, loaded), loaded)
+
+
+def _only_env(spec: str, sources: Any = None, loaded: Any = None) -> str:
+    """The spec's one environment; a usage error naming them when there are several."""
+    from hxpc.compiler.pipeline import environments
+    from hxpc.sources import FileSources
+
+    names = environments(sources or FileSources(spec), loaded)
+    if len(names) != 1:
+        raise UsageError(f"{spec} declares {len(names)} environments ({', '.join(names)}): choose one with --env")
+    return names[0]
+
+
+SpecsArg = Annotated[list[str], typer.Argument(
+    help="one or more stack specs; an overlay file (<name>.<env>.yaml) stands for its spec", metavar="SPEC...",
+    show_default=False)]
+
+
+@app.command()
+def validate(spec: SpecsArg, env: EnvsOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Load, merge and validate each SPEC for each environment; print every problem."""
+    from hxpc.compiler.pipeline import environments, load_base, resolve_env
+    from hxpc.diagnostics import render_json, unique_sorted
+    from hxpc.sources import FileSources, specs_of
+
+    problems: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
+    texts: dict[str, str] = {}
+    lines: list[str] = []
+    for path in specs_of(spec):
+        sources = FileSources(path)
         try:
-            resolve_env(sources, name, loaded)
-            valid.append(name)
+            loaded = load_base(sources)
         except SpecError as exc:
             problems.extend(exc.diagnostics)
             texts.update(exc.texts)
+            continue
+        texts.update(loaded.texts)
+        valid = []
+        for name in env or environments(sources, loaded):
+            try:
+                resolved = resolve_env(sources, name, loaded)
+                valid.append(name)
+                warnings.extend(resolved.warnings)
+                texts.update(resolved.texts)
+            except SpecError as exc:
+                problems.extend(exc.diagnostics)
+                texts.update(exc.texts)
+        if valid:
+            lines.append(f"{path}: valid ({', '.join(valid)})\n")
     if problems:
-        raise SpecError(unique_sorted(problems), texts)
+        raise SpecError(unique_sorted([*problems, *warnings]), texts)
+    warnings = unique_sorted(warnings)
     if fmt is Format.json:
-        _out(render_json([]))
-    else:
-        _out(f"{spec}: valid ({', '.join(valid)})\n")
+        _out(render_json(warnings))
+        return
+    _print_warnings(warnings, texts)
+    _out("".join(lines))
 
 
-TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all")]
+def _print_warnings(warnings: list[Diagnostic], texts: dict[str, str]) -> None:
+    """Warnings go to stderr like errors, but the command goes on (exit 0)."""
+    from hxpc.diagnostics import render_text
+
+    if warnings:
+        _err(render_text(warnings, texts))
+        _err(f"hxpc: {len(warnings)} warning{'s' if len(warnings) != 1 else ''}; the spec is valid\n")
+
+
+TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="target (repeatable); default: all",
+                                                     autocompletion=complete_target)]
 
 
 @app.command("compile")
-def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
+def compile_(spec: SpecsArg, env: EnvsOpt = None, target: TargetsOpt = None,
              output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path("out"),
              check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
              ) -> int:
     """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
     from hxpc.compile_command import compile_command
+    from hxpc.sources import specs_of
 
-    return compile_command(spec, env, target, output, check)
+    specs = specs_of(spec)
+    if len(specs) != 1:
+        raise UsageError(f"compile takes one spec, given {len(specs)} ({', '.join(specs)}): their environments "
+                         "would share DIR/<env>/; compile each into its own -o DIR")
+    return compile_command(specs[0], env, target, output, check)
 
 
 @app.command()
-def diff(spec: SpecArg, env: EnvOpt,
+def diff(spec: SpecArg,
          base: Annotated[str, typer.Option("--base", help="git revision to compare against")],
+         env: EnvOpt = None,
          target: TargetsOpt = None,
          detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="exit 2 when artifacts differ")]
          = False) -> int:
@@ -120,6 +212,7 @@ def diff(spec: SpecArg, env: EnvOpt,
     from hxpc.compiler.pipeline import environments
     from hxpc.sources import FileSources, GitSources, stable_name
 
+    env = env or _only_env(spec)
     old_sources = GitSources(spec, base)
     # an environment (or the whole spec) that did not exist at the base revision diffs against nothing;
     # any other failure to read the base (git, YAML) is an error, not an empty base
@@ -129,7 +222,7 @@ def diff(spec: SpecArg, env: EnvOpt,
     new = compile_spec(FileSources(spec), [env], target or [], spec_name=name)
     text = diff_bundles(old, new)
     _out(text or f"no changes in the artifacts of {env} since {base}\n")
-    return 2 if detailed_exitcode and text else 0
+    return DIFFERS if detailed_exitcode and text else 0
 
 
 BackendOptions = dict[str, Any]
@@ -141,9 +234,7 @@ def with_backend_options(command: Callable[..., int]) -> Callable[..., int]:
     from hxpc.engine.backends import declared_options
 
     declared = declared_options()
-    # eval_str: typer reads the options from the wrapper's __signature__, so its annotations must be the
-    # Annotated objects themselves, not the strings `from __future__ import annotations` leaves
-    signature = inspect.signature(command, eval_str=True)
+    signature = inspect.signature(command, eval_str=True)  # typer reads a set __signature__ as it is
     params = [p for p in signature.parameters.values() if p.name != "backend_options"]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if spec.switch else None,
                                  annotation=Annotated[bool if spec.switch else str | None,
@@ -165,7 +256,7 @@ class PlanFormat(enum.StrEnum):
     markdown = "markdown"
 
 
-def _wire(spec: str, env: str, target: list[str] | None, options: BackendOptions) -> Wiring:
+def _wire(spec: str, env: str | None, target: list[str] | None, options: BackendOptions) -> Wiring:
     """Resolve the environment once and build the backends of its targets."""
     from hxpc.engine.wiring import build_backends
     from hxpc.sources import stable_name
@@ -181,12 +272,12 @@ def _plan_live(wiring: Wiring, spec: str) -> Plan:
 
     meta = wiring.meta
     return engine.plan_live(wiring.backends, wiring.resolved.stack.waves, project=meta.project, env=meta.env,
-                            spec_hash=meta.spec_hash, spec_file=spec)
+                            spec_hash=meta.spec_hash, spec_file=spec, progress=engine.make_progress())
 
 
 @app.command()
 @with_backend_options
-def plan(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None,
+def plan(spec: SpecArg, env: EnvOpt = None, target: TargetsOpt = None,
          output: Annotated[Path | None, typer.Option("-o", "--output", help="save the plan for `hxpc apply PLAN`")]
          = None,
          fmt: Annotated[PlanFormat, typer.Option("--format", "-f")] = PlanFormat.text,
@@ -203,32 +294,37 @@ def plan(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None,
     if output is not None:
         write_atomic(output, engine.render_json(the_plan))
         _err(f"hxpc: plan saved to {output}; apply it with `hxpc apply {output}`\n")
-    return 2 if detailed_exitcode and the_plan.has_changes else 0
+    return DIFFERS if detailed_exitcode and the_plan.has_changes else 0
 
 
 def _saved_plan(path: str) -> Plan | None:
-    """The plan in `path` if it is a saved plan (JSON), else None (it is a spec)."""
+    """The plan in `path` if it is a saved plan, None if it is a spec: told apart by content (a plan's
+    `kind: hxpc-plan` / `format_version`, a spec's `apiVersion`), not by syntax: a spec may be JSON too."""
     from hxpc.engine import load_plan
+    from hxpc.engine.plan import PLAN_KIND
 
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return None
-    if not text.lstrip().startswith("{"):
-        return None
+        return None  # reading it as a spec reports the problem, located
     try:
-        head = json.loads(text)
-    except json.JSONDecodeError:
-        head = None
-    if isinstance(head, dict) and "apiVersion" in head and "format_version" not in head:
-        return None  # a spec written as JSON (which is YAML)
-    return load_plan(text)
+        data = json.loads(text)
+    except ValueError:
+        return None  # not JSON: a YAML spec
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is neither an hxpc spec nor a saved plan (it holds a JSON {type(data).__name__})")
+    if data.get("kind") == PLAN_KIND or "format_version" in data:
+        return load_plan(text)
+    if "apiVersion" in data:
+        return None
+    raise UsageError(f"{path} is neither an hxpc spec (no `apiVersion: hxpc/v1`) nor a saved plan "
+                     f"(no `kind: {PLAN_KIND}`); pass a spec with --env, or a plan saved by `hxpc plan -o`")
 
 
 @app.command("apply")
 @with_backend_options
 def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help="a spec (with --env) or a saved plan")],
-           env: Annotated[str | None, typer.Option("--env", "-e", help="environment (with a spec)")] = None,
+           env: EnvOpt = None,
            target: TargetsOpt = None,
            yes: Annotated[bool, typer.Option("--yes", "-y", help="apply without asking")] = False,
            parallelism: Annotated[int, typer.Option("--parallelism", min=1, help="actions at once per wave")] = 4,
@@ -253,9 +349,8 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
         the_plan = saved
     else:
         spec = target_file
-        if env is None:
-            raise UsageError("applying a spec needs --env (or pass a plan saved with `hxpc plan -o`)")
         wiring = _wire(spec, env, target, backend_options or {})
+        env = wiring.meta.env
         the_plan = _plan_live(wiring, spec)
         _out(engine.render_text(the_plan))
         if not the_plan.has_changes:
@@ -279,20 +374,21 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
 
 @app.command()
 @with_backend_options
-def status(spec: SpecArg, env: EnvOpt, target: TargetsOpt = None, fmt: FormatOpt = Format.text,
+def status(spec: SpecArg, env: EnvOpt = None, target: TargetsOpt = None, fmt: FormatOpt = Format.text,
            backend_options: BackendOptions | None = None) -> int:
-    """Live health of every object, per target."""
+    """Live health of every object, per target; exit 2 when any is missing, not in the spec, or unhealthy."""
     from hxpc import engine
+    from hxpc.engine.status import all_healthy
 
     wiring = _wire(spec, env, target, backend_options or {})
     rows = engine.collect_status(wiring.backends)
     _out(engine.render_status_json(rows) if fmt is Format.json else engine.render_status_text(rows))
-    return 0
+    return 0 if all_healthy(rows) else DIFFERS
 
 
 @app.command()
 def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. services.api.replicas")],
-            env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
+            env: EnvOpt = None, fmt: FormatOpt = Format.text) -> None:
     """Print the merged value at PATH and the file:line of every layer that set it."""
     from hxpc.compiler.explain import explain as explain_path
 
@@ -309,21 +405,24 @@ def explain(spec: SpecArg, path: Annotated[str, typer.Argument(help="e.g. servic
 
 
 @app.command()
-def resources(spec: SpecArg, env: EnvOpt, fmt: FormatOpt = Format.text) -> None:
-    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom."""
+def resources(spec: SpecArg, env: EnvOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Per host: GPU devices per replica, GPU memory per device, cpu and memory, and headroom; per model replica:
+    weights, KV cache and how many full-length requests it holds."""
     from hxpc.compiler.resources import resources_report
 
-    report = resources_report(_resolve(spec, env).stack)
+    resolved = _resolve(spec, env)
+    report = resources_report(resolved.stack)
     if fmt is Format.json:
         _out(json.dumps(report, indent=2) + "\n")
         return
     from hxpc.render_resources import print_resources
 
     print_resources(report)
+    _print_warnings(resolved.warnings, resolved.texts)
 
 
 @app.command()
-def graph(spec: SpecArg, env: EnvOpt,
+def graph(spec: SpecArg, env: EnvOpt = None,
           fmt: Annotated[GraphFormat, typer.Option("--format", "-f")] = GraphFormat.mermaid) -> None:
     """The dependency graph and the apply waves."""
     from hxpc.compiler import graph as graphs

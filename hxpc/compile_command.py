@@ -12,14 +12,18 @@ from pathlib import Path
 from hxpc.artifacts import check_bundle, write_bundle
 from hxpc.compiler.compile import compile_spec
 from hxpc.compiler.pipeline import environments
-from hxpc.sources import FileSources, stable_name
+from hxpc.diagnostics import render_text
+from hxpc.sources import FileSources, base_spec, stable_name
 
 
 def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool) -> int:
+    spec = base_spec(spec)  # an overlay file stands for its spec (pre-commit passes whichever changed)
     sources = FileSources(spec)
     envs = env or environments(sources)
     targets = target or []
     bundle = compile_spec(sources, envs, targets, spec_name=stable_name(spec))
+    if bundle.warnings:  # what compiles but is not fully honoured, e.g. a model whose server cannot be watched
+        sys.stderr.write(render_text(bundle.warnings, bundle.texts))
     if check:
         problems = check_bundle(bundle, output, envs, targets)
         for line in problems:

@@ -72,12 +72,20 @@ CODES: dict[str, str] = {
     "HX311": "host not in the systemd target",
     "HX312": "name used twice",
     "HX313": "no placement",
+    "HX314": "replicas cannot start beside their old selves",
+    # HX32x: will a model server start (the KV-cache check, hxpc/compiler/kvcheck.py)
+    "HX320": "model architecture unknown",
+    "HX321": "KV cache cannot hold one max_model_len sequence",
+    "HX322": "no memory left for a KV cache",
+    "HX323": "KV cache near vLLM's limit",
+    "HX324": "no room for CUDA graphs",
     # HX4xx: target limits (compile)
     "HX401": "field not expressible by target",
     "HX402": "invalid monitoring rule",
     "HX403": "target needs a field the spec leaves optional",
     "HX404": "name not valid on the target",
     "HX405": "generated names collide",
+    "HX406": "not monitored: the server's version exports no signal for it (a warning)",
 }
 
 

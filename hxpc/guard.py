@@ -16,6 +16,16 @@ from collections.abc import Callable
 from hxpc.errors import HxpcError, SpecError
 
 INTERRUPTED = 130
+# CLI.md's exit codes, as the reference page (docs/cli.md) shows them
+EXIT_CODES: dict[int, str] = {
+    0: "success; with `--detailed-exitcode` or `--check`: nothing differs",
+    1: "a live system refused or failed an action, a health gate failed (and was rolled back), or an internal error",
+    2: "with `--detailed-exitcode` or `--check`: there are changes; `hxpc status`: an object is missing, not in "
+       "the spec, or unhealthy",
+    3: "the spec or the command line is invalid (nothing was touched)",
+    4: "refused before touching anything: a stale saved plan, or another apply holds the lock",
+    INTERRUPTED: "interrupted; what was applied so far is reported and the lock is released",
+}
 
 
 def report_error(exc: HxpcError) -> int:
@@ -24,8 +34,10 @@ def report_error(exc: HxpcError) -> int:
         from hxpc.diagnostics import render_text
 
         sys.stderr.write(render_text(exc.diagnostics, exc.texts))
-        n = len(exc.diagnostics)
-        sys.stderr.write(f"hxpc: {n} problem{'s' if n != 1 else ''} found; nothing was changed\n")
+        n = sum(1 for d in exc.diagnostics if d.severity == "error")
+        warned = len(exc.diagnostics) - n
+        also = f" (and {warned} warning{'s' if warned != 1 else ''})" if warned else ""
+        sys.stderr.write(f"hxpc: {n} problem{'s' if n != 1 else ''} found{also}; nothing was changed\n")
     else:
         sys.stderr.write(f"hxpc: {exc}\n")
     return exc.exit_code

@@ -28,6 +28,10 @@ class Sources(Protocol):
         """Environment name -> overlay file name, for every `<name>.<env>.yaml` found."""
         ...
 
+    def read_beside(self, path: str) -> str:
+        """A file the spec names (a model's config.json), relative to the spec's directory unless absolute."""
+        ...
+
 
 def _overlay_env(spec_name: str, candidate: str) -> str | None:
     stem = spec_name.rsplit(".", 1)[0]
@@ -37,6 +41,24 @@ def _overlay_env(spec_name: str, candidate: str) -> str | None:
             if _ENV_NAME.match(middle):
                 return middle
     return None
+
+
+def base_spec(path: str) -> str:
+    """The spec a file belongs to: an overlay `<name>.<env>.yaml` with `<name>.yaml` beside it belongs to that
+    spec (an overlay alone is not a spec); any other file is a spec of its own."""
+    file = Path(path)
+    parts = file.name.split(".")
+    if len(parts) >= 3 and parts[-1] in ("yaml", "yml"):
+        for suffix in (".yaml", ".yml"):
+            base = file.with_name(".".join(parts[:-2]) + suffix)
+            if base.is_file() and _overlay_env(base.name, file.name) is not None:
+                return str(base)
+    return path
+
+
+def specs_of(paths: list[str]) -> list[str]:
+    """The specs `paths` name, overlays replaced by their spec, each once, in the order given."""
+    return list(dict.fromkeys(base_spec(p) for p in paths))
 
 
 class FileSources:
@@ -57,6 +79,9 @@ class FileSources:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise SpecError([Diagnostic("HX106", f"cannot read {name}: {reason}",
                                         hint="check the path and that the file is UTF-8 text")]) from None
+
+    def read_beside(self, path: str) -> str:
+        return self.read(str(self._path.parent / path))
 
     def overlays(self) -> dict[str, str]:
         directory = self._path.parent
@@ -104,6 +129,20 @@ class GitSources:
         rel = name.split(":", 1)[1] if name.startswith(f"{self._rev}:") else name
         repo_path = (PurePosixPath(self._repo_rel).parent / PurePosixPath(rel).name).as_posix()
         return self._git("show", f"{self._rev}:{repo_path}")
+
+    def read_beside(self, path: str) -> str:
+        """As it was at the revision; an absolute path is outside the repository and read as it is now."""
+        if PurePosixPath(path).is_absolute():
+            return FileSources(path).read(path)
+        parts: list[str] = []
+        for part in (PurePosixPath(self._repo_rel).parent / path).parts:
+            if part == "..":
+                if not parts:
+                    raise SpecError([Diagnostic("HX106", f"`{path}` is outside the repository")])
+                parts.pop()
+            elif part != ".":
+                parts.append(part)
+        return self._git("show", f"{self._rev}:{'/'.join(parts)}")
 
     def spec_exists(self) -> bool:
         """Whether the spec file existed at the revision (a new spec diffs against nothing)."""

@@ -50,6 +50,8 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 # (.ci/install-system.sh), or `script:<file>` (a .ci script that builds it).
 TOOLS: dict[str, str] = {
     "kubernetes-validate": "pip:kubernetes-validate",
+    "pre-commit": "pip:pre-commit",
+    "actionlint": "script:install-actionlint.sh",
     "systemd-analyze": "debian:systemd",
     "promtool": "debian:prometheus",
     "prometheus": "debian:prometheus",

@@ -6,8 +6,10 @@ short scrape and evaluation intervals) and talks to its HTTP API with the standa
 `FakeExporter` serves `/metrics` in the Prometheus text format from one of the metric lists in
 tests/data/metrics/*.yaml (what a given vLLM version or dcgm-exporter really exposes). It starts "healthy":
 every series the list says exists, with steady traffic (counters rising, histograms observing), failure series
-absent (`absent_when_healthy`) or flat at 0 (`zero_when_healthy`). Tests then inject bad data at run time
-(`set`, `rate`, `inc`, `observe`, `restart`, `set_available`). By default it refuses series the real exporter
+absent (`absent_when_healthy`) or flat at 0 (`zero_when_healthy`). With `idle=True` it starts as a server that
+has had no request yet: series that `appear` only with traffic are absent and counters stay flat, until
+`serve_traffic()`. Tests then inject bad data at run time (`set`, `rate`, `inc`, `observe`, `restart`,
+`set_available`). By default it refuses series the real exporter
 never produces (a metric or label value not in the list), so a test cannot inject a signal that version lacks.
 """
 
@@ -373,6 +375,12 @@ class MetricSpec:
     follow_value: bool = False  # label values derived from the value (DCGM's XID err_code / err_msg)
     collector: str = ""
     healthy_label_sets: tuple[dict[str, str], ...] = ()  # the series ordinary traffic makes, when not all combos
+    appears: str = "at_start"  # or after_first_stats_log, on_first_request, on_first_observation, ...
+
+    @property
+    def needs_traffic(self) -> bool:
+        """Whether the series exist only once the server has served a request."""
+        return self.appears.startswith("on_first_")
 
     @property
     def base(self) -> str:
@@ -432,7 +440,8 @@ def load_metrics(path: str | Path) -> MetricsList:
             zero_when_healthy={k: [str(v) for v in vs] for k, vs in (m.get("zero_when_healthy") or {}).items()},
             follow_value=bool(m.get("label_values_follow_value")), collector=str(m.get("collector", "")),
             healthy_label_sets=tuple({str(k): str(v) for k, v in row.items()}
-                                     for row in m.get("healthy_label_sets") or ()))
+                                     for row in m.get("healthy_label_sets") or ()),
+            appears=str(m.get("appears", "at_start")))
         if spec.type not in {"counter", "gauge", "histogram", "summary"}:
             raise ValueError(f"{path}: {spec.name}: unknown type {spec.type}")
         if spec.type == "histogram" and not spec.buckets:
@@ -526,7 +535,7 @@ class FakeExporter:
     """
 
     def __init__(self, metrics: MetricsList | str | Path, *, counter_rate: float = 1.0, strict: bool = True,
-                 kubernetes: bool = False, start_time: float | None = None) -> None:
+                 kubernetes: bool = False, start_time: float | None = None, idle: bool = False) -> None:
         if isinstance(metrics, MetricsList):
             self.spec = metrics
         elif isinstance(metrics, Path) or str(metrics).endswith(".yaml"):
@@ -537,6 +546,7 @@ class FakeExporter:
         self.strict = strict
         self.kubernetes = kubernetes
         self.available = True
+        self.idle = idle
         self.scrapes = 0
         self._lock = threading.RLock()
         self._series: dict[str, dict[LabelKey, _Series]] = {}
@@ -644,7 +654,7 @@ class FakeExporter:
                 series.value = 1.0
             else:
                 series.value = HEALTHY_GAUGES.get(spec.name, 0.0)
-        elif not self._is_zero_when_healthy(spec, labels):
+        elif not self._is_zero_when_healthy(spec, labels) and not self.idle:
             series.rate = self.counter_rate
             if spec.type in {"histogram", "summary"}:
                 series.observation = _healthy_observation(spec)
@@ -655,8 +665,30 @@ class FakeExporter:
             self._series = {}
             for spec in self.spec.metrics.values():
                 family = self._series.setdefault(spec.name, {})
+                if self.idle and spec.needs_traffic:
+                    continue
                 for labels in self._label_sets(spec):
                     family[self._key(labels)] = self._new_series(spec, labels, now)
+
+    def serve_traffic(self) -> None:
+        """An idle server starts serving ordinary requests: the series traffic creates appear, counters rise."""
+        now = time.time()
+        with self._lock:
+            if not self.idle:
+                return
+            self.idle = False
+            for spec in self.spec.metrics.values():
+                family = self._series.setdefault(spec.name, {})
+                for labels in self._label_sets(spec):
+                    key = self._key(labels)
+                    if key not in family:
+                        family[key] = self._new_series(spec, labels, now)
+                    elif spec.type != "gauge" and not self._is_zero_when_healthy(spec, labels):
+                        series = family[key]
+                        series.rebase(now)
+                        series.rate = self.counter_rate
+                        if spec.type in {"histogram", "summary"}:
+                            series.observation = _healthy_observation(spec)
 
     @staticmethod
     def _key(labels: Mapping[str, str]) -> LabelKey:

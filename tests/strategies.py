@@ -52,6 +52,7 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
         services[name] = svc
     models = {
         name: {"source": f"org/{name}", "params_b": draw(st.sampled_from([0.5, 7, 13])),
+               "architecture": {"layers": 32, "kv_heads": 8, "head_dim": 128, "max_position_embeddings": 8192},
                "tensor_parallel": draw(st.sampled_from([1, 2])), "replicas": draw(st.integers(1, 2)),
                "port": 8000 + i * 10, "hosts": ["gpu"], "secrets": {"HF_TOKEN": "token"}}
         for i, name in enumerate(model_names)

@@ -70,6 +70,7 @@ def test_each_provider_installs_its_tool(tool: str) -> None:
     else:
         assert kind == "script", TOOLS[tool]
         assert tool in (SETUP / name).read_text(), f".ci/{name} does not build {tool}"
+        assert f"bash .ci/{name}" in (SETUP / "setup").read_text(), f".ci/setup does not run .ci/{name}"
 
 
 def test_tools_of_the_test_extras_are_found_beside_the_interpreter() -> None:

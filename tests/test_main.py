@@ -104,7 +104,8 @@ def test_the_hxpc_process_flushes_its_output_and_exit_code(tmp_path: Path) -> No
     spec = str(REPO / "specs" / "hxp.yaml")
     done = subprocess.run([sys.executable, "-m", "hxpc", "compile", spec, "-e", "prod", "-o", str(tmp_path)],
                           capture_output=True, text=True)
-    assert (done.returncode, done.stderr) == (0, "")
+    # the example's vLLM 0.6.3 models count no failed request: compile warns (HX406), and only that
+    assert done.returncode == 0 and done.stderr.count("warning[HX406]") == 3 and "error" not in done.stderr
     assert done.stdout.startswith("wrote ") and done.stdout.endswith(" (prod)\n")
     assert any(tmp_path.rglob("*.service"))
     bad = subprocess.run([sys.executable, "-m", "hxpc", "compile", spec, "-e", "nope", "-o", str(tmp_path)],

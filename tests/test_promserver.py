@@ -137,6 +137,27 @@ def test_healthy_state_follows_the_list() -> None:
     assert 'err_code="0",err_msg="No Error"' in dcgm and 'namespace="hxp-prod"' in dcgm
 
 
+def test_an_idle_server_lacks_what_only_traffic_creates() -> None:
+    v0 = FakeExporter("vllm-0.6.3", idle=True)
+    idle = v0.render()
+    assert "vllm:num_requests_waiting{" in idle and "vllm:prompt_tokens_total{" in idle  # after the stats log
+    assert "vllm:time_to_first_token_seconds" not in idle and "vllm:request_success_total" not in idle
+    before = v0.value("vllm:prompt_tokens_total")
+    time.sleep(0.05)
+    assert v0.value("vllm:prompt_tokens_total") == before  # nothing processed yet
+    v0.serve_traffic()
+    time.sleep(0.05)
+    busy = v0.render()
+    assert "vllm:time_to_first_token_seconds_bucket{" in busy and 'finished_reason="stop"' in busy
+    assert v0.value("vllm:prompt_tokens_total") > before
+    v1 = FakeExporter("vllm-0.10.1", idle=True)
+    text = v1.render()
+    assert "vllm:time_to_first_token_seconds_bucket{" in text  # V1 creates its series at start-up ...
+    assert "http_requests_total" not in text  # ... the HTTP layer with the first request
+    v1.serve_traffic()
+    assert 'status="2xx"' in v1.render()
+
+
 RULES = """
 groups:
 - name: harness

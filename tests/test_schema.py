@@ -37,3 +37,12 @@ def test_schema_rejects_unknown_field() -> None:
     validator = jsonschema.Draft202012Validator(json_schema())
     errors = list(validator.iter_errors({"apiVersion": "hxpc/v1", "project": "x", "servics": {}}))
     assert any("servics" in e.message for e in errors)
+
+
+def test_every_field_of_the_schema_has_a_description() -> None:
+    """An editor with the schema explains every field it completes."""
+    schema = json.loads((REPO / "schemas" / "hxpc.schema.json").read_text())
+    classes = [("Stack", schema), *schema["$defs"].items()]
+    missing = [f"{name}.{field}" for name, node in classes for field, sub in node.get("properties", {}).items()
+               if not sub.get("description")]
+    assert not missing, f"add an attribute docstring to: {missing}"

@@ -6,7 +6,10 @@ A target module (see the registry in `hxpc.compiler.targets`) exposes
 content hash of the merged spec. `object_hash` gives the per-object hash
 (`X-Hxpc-Hash=`, `hxpc.dev/hash`) from an object's canonical JSON, so the hash
 changes exactly when the object's content does. Targets raise `TargetError`
-(HX4xx) for a field they cannot express rather than dropping it.
+(HX4xx) for a field they cannot express rather than dropping it; what they
+compile but cannot fully honour (a model whose server exports no signal for
+an alert) they report through an optional `warnings(stack)`, which
+`target_warnings` calls and compile prints without failing.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hxpc.records import record
 
 if TYPE_CHECKING:
     from hxpc.compiler.model import ResolvedStack
+    from hxpc.compiler.targets import Problem
 
 HASH_LEN = 16
 CONTENT_HASH_TOKEN = "@content-hash@"
@@ -76,6 +80,14 @@ def emit_target(target: str, stack: ResolvedStack, meta: Meta) -> dict[str, str]
     return {path: seal(text) for path, text in files.items()}
 
 
+def target_warnings(target: str, stack: ResolvedStack) -> list[Problem]:
+    """The target's `warnings(stack)`, for a target module that has one; else none."""
+    from hxpc.compiler.targets import Warns, entry
+
+    module = entry(target).target()
+    return list(module.warnings(stack)) if isinstance(module, Warns) else []
+
+
 class TargetError(Exception):
     """A target cannot express something the spec says (HX4xx diagnostics)."""
 
@@ -86,9 +98,18 @@ class TargetError(Exception):
 
 @record(frozen=False)
 class Bundle:
-    """Artifacts by path relative to the output directory (`<env>/<target>/...`)."""
+    """Artifacts by path relative to the output directory (`<env>/<target>/...`), and what compiling them
+    warned about (with the source texts the warnings' spans point into)."""
 
     files: dict[str, str] = field(default_factory=dict)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+
+    def warn(self, found: list[Diagnostic], texts: dict[str, str]) -> None:
+        """Add warnings not already here (environments repeat the same ones)."""
+        seen = {(d.code, d.span, d.message) for d in self.warnings}
+        self.warnings.extend(d for d in found if (d.code, d.span, d.message) not in seen)
+        self.texts.update(texts)
 
     def add(self, env: str, target: str, files: dict[str, str]) -> None:
         for rel, text in files.items():

@@ -1,9 +1,10 @@
-"""Semantic checks of a schema-valid stack: references, cycles, GPU budgets, ports, targets.
+"""Semantic checks of a schema-valid stack: references, cycles, GPU budgets, KV caches, ports, targets.
 
 Each check yields Diagnostics pointing at the span of the merged value that is
 wrong (which may sit in an overlay file); all checks run, and the caller
 reports every problem at once. The arithmetic of the GPU checks is spelled out
-in the messages so that a reader can verify it by hand.
+in the messages so that a reader can verify it by hand. Whether a model server
+would start (its KV cache) is kvcheck.py's, run here per host and model.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import graphlib
 from collections.abc import Iterator
 
 from hxpc.compiler import targets
+from hxpc.compiler.architecture import ModelShapes
+from hxpc.compiler.capacity import weights
+from hxpc.compiler.kvcheck import check_model_on_host
 from hxpc.compiler.load import KeyPath
 from hxpc.compiler.merge import Merged
-from hxpc.compiler.model import Placement, Workload, bytes_per_param, place, placements_of, placings, workloads_of
+from hxpc.compiler.model import Placement, Workload, place, placements_of, placings, workloads_of
 from hxpc.compiler.quantities import format_size
 from hxpc.compiler.spec import Stack
-from hxpc.diagnostics import Diagnostic, suggest
+from hxpc.diagnostics import Diagnostic, Severity, suggest
 
 MAX_PORT = 65535
 
@@ -27,15 +31,16 @@ def _section(w: Workload) -> str:
 
 
 class _Checker:
-    def __init__(self, stack: Stack, merged: Merged):
+    def __init__(self, stack: Stack, merged: Merged, shapes: ModelShapes):
         self.stack, self.merged = stack, merged
-        self.workloads = workloads_of(stack)
+        self.workloads = workloads_of(stack, shapes)
         self.found: list[Diagnostic] = []
 
     def error(self, code: str, message: str, path: KeyPath, *, key: bool = False, hint: str | None = None,
-              notes: tuple[tuple[KeyPath, str], ...] = ()) -> None:
+              notes: tuple[tuple[KeyPath, str], ...] = (), severity: Severity = "error") -> None:
         note_spans = tuple((s, m) for p, m in notes if (s := self.merged.span(p)) is not None)
-        self.found.append(Diagnostic(code, message, self.merged.span(path, key=key), hint=hint, notes=note_spans))
+        self.found.append(Diagnostic(code, message, self.merged.span(path, key=key), hint=hint, severity=severity,
+                                     notes=note_spans))
 
     def run(self) -> list[Diagnostic]:
         self.names()
@@ -151,19 +156,21 @@ class _Checker:
                 if w.model is None:
                     continue
                 m = w.model
-                per_gpu = w.weights_bytes_per_gpu
+                stored = weights(m, w.known_shape)
                 room = host.gpus.memory * m.gpu_memory_utilization
-                if per_gpu > room:
-                    label = m.quantization or m.dtype
+                gpu_note = ((("hosts", host_name, "gpus", "memory"), f"GPU memory of `{host_name}`"),)
+                if stored.per_gpu_bytes > room:
                     self.error(
                         "HX307",
-                        f"model `{name}` does not fit on `{host_name}`: {m.params_b:g}B params x "
-                        f"{bytes_per_param(m):g} bytes ({label}) / tensor_parallel {m.tensor_parallel} = "
-                        f"{per_gpu / 1e9:.1f} GB per GPU > {format_size(host.gpus.memory)} x "
+                        f"model `{name}` does not fit on `{host_name}`: {stored.formula} = "
+                        f"{stored.per_gpu_bytes / 1e9:.1f} GB per GPU > {format_size(host.gpus.memory)} x "
                         f"{m.gpu_memory_utilization:g} = {room / 1e9:.1f} GB usable",
                         ("models", name, "params_b"),
-                        hint="raise tensor_parallel, quantize the model, or place it on larger GPUs",
-                        notes=((("hosts", host_name, "gpus", "memory"), f"GPU memory of `{host_name}`"),))
+                        hint="raise tensor_parallel, quantize the model, or place it on larger GPUs", notes=gpu_note)
+                    continue
+                for p in check_model_on_host(name, w, host_name, host.gpus):
+                    self.error(p.code, p.message, p.path, hint=p.hint, severity=p.severity,
+                               notes=gpu_note if p.code != "HX320" else ())
 
     def _gpu_formula(self, name: str, placement: Placement, host: str) -> str:
         w = self.workloads[name]
@@ -210,5 +217,5 @@ class _Checker:
         return ("models", w.name, "port") if w.kind == "model" else ("services", w.name, "ports", port_name)
 
 
-def semantic_checks(stack: Stack, merged: Merged) -> Iterator[Diagnostic]:
-    yield from _Checker(stack, merged).run()
+def semantic_checks(stack: Stack, merged: Merged, shapes: ModelShapes | None = None) -> Iterator[Diagnostic]:
+    yield from _Checker(stack, merged, shapes or ModelShapes()).run()

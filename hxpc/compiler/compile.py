@@ -4,7 +4,8 @@ Which targets run: the deploying targets the spec's `targets` names and, when
 `monitoring` is set, the monitoring ones (the target registry in
 `hxpc.compiler.targets` says which is which). Every target's module is
 imported only when used.
-Every target's HX4xx problems are collected before failing.
+Every target's HX4xx problems are collected before failing; its warnings go
+into the bundle, with their spans, for the command to print.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import hashlib
 from collections.abc import Iterable
 
 from hxpc.compiler import targets
-from hxpc.compiler.bundle import Bundle, Meta, TargetError, canonical_json, emit_target
+from hxpc.compiler.bundle import Bundle, Meta, TargetError, canonical_json, emit_target, target_warnings
 from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.model import ResolvedStack
 from hxpc.compiler.pipeline import Resolved, resolve_env
@@ -40,13 +41,18 @@ def compile_env(resolved: Resolved, spec_name: str, only: Iterable[str] = ()) ->
     meta = Meta(stack.project, stack.env, spec_name, spec_hash(resolved))
     bundle = Bundle()
     problems: list[Diagnostic] = []
+    warnings: list[Diagnostic] = []
     for target in chosen:
         try:
             bundle.add(stack.env, target, emit_target(target, stack, meta))
         except TargetError as exc:
             problems.extend(exc.diagnostics)
+        warnings += [Diagnostic(p.code, p.message, resolved.merged.span(p.path, key=p.key), hint=p.hint,
+                                severity="warning") for p in target_warnings(target, stack)]
     if problems:
         raise SpecError(unique_sorted(problems), resolved.texts)
+    # the spec's own warnings (e.g. a KV cache within a margin of vLLM's limit) are reported by compile too
+    bundle.warn(sorted([*resolved.warnings, *warnings], key=Diagnostic.sort_key), resolved.texts)
     return bundle
 
 
@@ -66,6 +72,7 @@ def compile_spec(sources: Sources, envs: Iterable[str], only: Iterable[str] = ()
             texts.update(exc.texts)
             continue
         bundle.files.update(part.files)
+        bundle.warn(part.warnings, part.texts)
     if problems:
         raise SpecError(unique_sorted(problems), texts)
     return bundle

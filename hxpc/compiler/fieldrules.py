@@ -2,10 +2,11 @@
 
 `Bounds` (numeric bounds, lengths, a pattern) and `Check` (a function that
 parses or checks a value, before or after its type is checked) are plain
-objects. pydantic reads them through `__get_pydantic_core_schema__`, which
-builds the same core-schema nodes that `Field(ge=...)` or `AfterValidator`
-would; the quick validator (`quickcheck.py`) reads their attributes. One
-definition, two readers: that is what keeps the two validators in step.
+objects (`Describe` only adds a description to the JSON Schema). pydantic
+reads them through `__get_pydantic_core_schema__`, which builds the same
+core-schema nodes that `Field(ge=...)` or `AfterValidator` would; the quick
+validator (`quickcheck.py`) reads their attributes. One definition, two
+readers: that is what keeps the two validators in step.
 """
 
 from __future__ import annotations
@@ -66,3 +67,16 @@ class Check:
     def __get_pydantic_json_schema__(self, core_schema: Any, handler: Callable[[Any], Any]) -> Any:
         # what the file may say (`10s`), which is not the type the value becomes (an int of milliseconds)
         return dict(self.json_schema) if self.json_schema is not None else handler(core_schema)
+
+
+class Describe:
+    """A field's description where no attribute docstring can hold it: fields of a class built at run time
+    (the spec's `targets:`, one field per registered target). Only the JSON Schema reads it."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Callable[[Any], Any]) -> Any:
+        return {**handler(core_schema), "description": self.text}

@@ -19,7 +19,7 @@ from hxpc.diagnostics import Diagnostic, Span
 from hxpc.records import record
 
 # Keys of `defaults` that also apply to models; the rest (ports, health, ...) are service-only.
-MODEL_DEFAULT_KEYS = frozenset({"restart", "resources", "env", "hosts", "replicas", "security"})
+MODEL_DEFAULT_KEYS = frozenset({"restart", "resources", "env", "hosts", "replicas", "update", "security"})
 MODEL_RESOURCE_KEYS = frozenset({"cpu", "memory"})
 
 

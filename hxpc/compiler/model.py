@@ -17,6 +17,8 @@ from dataclasses import field
 from typing import TYPE_CHECKING, Literal
 
 from hxpc.compiler import targets
+from hxpc.compiler.architecture import ModelShape, ModelShapes, ShapeProblem
+from hxpc.compiler.capacity import weights
 from hxpc.records import record
 
 if TYPE_CHECKING:
@@ -24,10 +26,6 @@ if TYPE_CHECKING:
     from hxpc.compiler.spec import Health, LlmModel, Security, Service, Slo, Stack, Volume
 
 Kind = Literal["service", "model"]
-
-BYTES_PER_PARAM: dict[str, float] = {
-    "float32": 4, "bfloat16": 2, "float16": 2, "fp8": 1, "int8": 1, "awq": 0.5, "gptq": 0.5, "int4": 0.5,
-}
 
 
 @record
@@ -76,14 +74,21 @@ class Workload:
     startup_budget_s: int
     slo: Slo | None
     hosts: tuple[str, ...]
+    max_unavailable: int = 1      # replicas a change replaces at once (`update.max_unavailable`)
     model: LlmModel | None = None
     security: Security | None = None
+    shape: ModelShape | ShapeProblem | None = None
+    """a model's architecture (hxpc.compiler.architecture), or why it is not known"""
+
+    @property
+    def known_shape(self) -> ModelShape | None:
+        return self.shape if isinstance(self.shape, ModelShape) else None
 
     @property
     def weights_bytes_per_gpu(self) -> float:
         if self.model is None:
             return 0.0
-        return weights_per_gpu(self.model)
+        return weights(self.model, self.known_shape).per_gpu_bytes
 
 
 @record
@@ -112,14 +117,6 @@ class ResolvedStack:
         return next(iter(self.placements.values()), None)
 
 
-def bytes_per_param(model: LlmModel) -> float:
-    return BYTES_PER_PARAM[model.quantization or model.dtype]
-
-
-def weights_per_gpu(model: LlmModel) -> float:
-    return model.params_b * 1e9 * bytes_per_param(model) / model.tensor_parallel
-
-
 def startup_budget_s(model: LlmModel | None, health: Health | None) -> int:
     """How long a replica may take to start before it counts as failed.
 
@@ -137,7 +134,10 @@ def startup_budget_s(model: LlmModel | None, health: Health | None) -> int:
 
 
 def vllm_args(model: LlmModel) -> tuple[str, ...]:
-    """The vLLM OpenAI server's flags, in SPEC.md's order, then `extra_args`."""
+    """The vLLM OpenAI server's flags, in SPEC.md's order, then `extra_args`.
+
+    Flags whose field is at vLLM's default are left out, so that a spec that does not use them compiles as before.
+    """
     args = ["--model", model.source]
     if model.revision:
         args += ["--revision", model.revision]
@@ -146,8 +146,18 @@ def vllm_args(model: LlmModel) -> tuple[str, ...]:
     args += ["--dtype", model.dtype]
     if model.quantization:
         args += ["--quantization", model.quantization]
+        if model.quantization == "bitsandbytes":  # vLLM before 0.7 needs both; later ones accept both
+            args += ["--load-format", "bitsandbytes"]
+    if model.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", model.kv_cache_dtype]
     if model.max_model_len:
         args += ["--max-model-len", str(model.max_model_len)]
+    if model.max_num_batched_tokens:
+        args += ["--max-num-batched-tokens", str(model.max_num_batched_tokens)]
+    if model.max_num_seqs:
+        args += ["--max-num-seqs", str(model.max_num_seqs)]
+    if model.enforce_eager:
+        args.append("--enforce-eager")
     args += ["--tensor-parallel-size", str(model.tensor_parallel),
              "--gpu-memory-utilization", f"{model.gpu_memory_utilization:g}",
              "--host", "0.0.0.0", "--port", str(model.port)]
@@ -177,11 +187,12 @@ def _service(name: str, svc: Service, default_hosts: tuple[str, ...]) -> Workloa
         depends_on=tuple(svc.depends_on), probe=_probe(svc.health, ports) if svc.health else None,
         metrics=(ports[svc.metrics.port], svc.metrics.path) if svc.metrics and svc.metrics.port in ports else None,
         volumes=dict(svc.volumes), restart=svc.restart, startup_budget_s=startup_budget_s(None, svc.health),
-        slo=svc.slo, hosts=tuple(svc.hosts) if svc.hosts is not None else default_hosts, security=svc.security,
+        slo=svc.slo, hosts=tuple(svc.hosts) if svc.hosts is not None else default_hosts,
+        max_unavailable=svc.update.max_unavailable, security=svc.security,
     )
 
 
-def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...]) -> Workload:
+def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...], shapes: ModelShapes) -> Workload:
     budget = startup_budget_s(m, None)
     ports = {"http": m.port}
     probe = Probe("http", m.port, "http", "/health", None, 10_000, 5_000, 3, budget * 1000)
@@ -191,7 +202,8 @@ def _model(name: str, m: LlmModel, default_hosts: tuple[str, ...]) -> Workload:
         cpu_millis=m.resources.cpu, memory_bytes=m.resources.memory, gpus=m.tensor_parallel,
         replicas=m.replicas, depends_on=tuple(m.depends_on), probe=probe, metrics=(m.port, "/metrics"),
         volumes={}, restart=m.restart, startup_budget_s=budget, slo=None,
-        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, model=m, security=m.security,
+        hosts=tuple(m.hosts) if m.hosts is not None else default_hosts, max_unavailable=m.update.max_unavailable,
+        model=m, shape=shapes.of(m), security=m.security,
     )
 
 
@@ -205,10 +217,11 @@ def placings(stack: Stack) -> dict[str, targets.Placing]:
     return out
 
 
-def workloads_of(stack: Stack) -> dict[str, Workload]:
+def workloads_of(stack: Stack, shapes: ModelShapes | None = None) -> dict[str, Workload]:
     """Models first, then services, each in spec order: the order GPUs are handed out in."""
     default_hosts = next((p.default_hosts for p in placings(stack).values() if p.default_hosts), ())
-    out = {name: _model(name, m, default_hosts) for name, m in stack.models.items()}
+    shapes = shapes or ModelShapes()
+    out = {name: _model(name, m, default_hosts, shapes) for name, m in stack.models.items()}
     for name, svc in stack.services.items():
         out.setdefault(name, _service(name, svc, default_hosts))
     return out
@@ -254,7 +267,7 @@ def waves_of(workloads: dict[str, Workload]) -> tuple[tuple[str, ...], ...]:
     return tuple(waves)
 
 
-def resolve(stack: Stack, env: str) -> ResolvedStack:
-    workloads = workloads_of(stack)
+def resolve(stack: Stack, env: str, shapes: ModelShapes | None = None) -> ResolvedStack:
+    workloads = workloads_of(stack, shapes)
     return ResolvedStack(stack.project, env, stack, workloads, waves_of(workloads),
                          placements_of(stack, workloads))

@@ -8,6 +8,9 @@ spec declares (inline or as overlay files).
 
 from __future__ import annotations
 
+from dataclasses import field
+
+from hxpc.compiler.architecture import ModelShapes
 from hxpc.compiler.gcpause import no_cyclic_gc
 from hxpc.compiler.load import Document, LoadFailed, load_document
 from hxpc.compiler.merge import Merged, MergeFailed, environments_in, merge
@@ -63,6 +66,8 @@ class Resolved:
     stack: ResolvedStack
     merged: Merged
     texts: dict[str, str]
+    warnings: list[Diagnostic] = field(default_factory=list)
+    """problems that do not stop anything (severity `warning`), for the command to print"""
 
 
 def merged_env(sources: Sources, env: str, loaded: Loaded | None = None) -> tuple[Merged, dict[str, str]]:
@@ -94,7 +99,9 @@ def resolve_env(sources: Sources, env: str, loaded: Loaded | None = None) -> Res
 
 def _resolve_env(sources: Sources, env: str, loaded: Loaded | None) -> Resolved:
     merged, texts = merged_env(sources, env, loaded)
-    stack, problems = validate(merged)
-    if problems or stack is None:
+    # models' config.json files are read through the sources, so `diff --base` reads them as they were
+    shapes = ModelShapes(sources.read_beside)
+    stack, problems = validate(merged, shapes)
+    if stack is None or any(p.severity == "error" for p in problems):
         raise SpecError(unique_sorted(problems), texts)
-    return Resolved(resolve(stack, env), merged, texts)
+    return Resolved(resolve(stack, env, shapes), merged, texts, unique_sorted(problems))

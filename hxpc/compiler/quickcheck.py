@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Hashable
 from typing import Any, cast
 
-from hxpc.compiler.fieldrules import Bounds, Check, file_keys
+from hxpc.compiler.fieldrules import Bounds, Check, Describe, file_keys
 
 Validate = Callable[[Any], Any]
 
@@ -141,6 +141,8 @@ def _annotated(base: Any, rules: tuple[Any, ...]) -> Validate:
             validate = _bounded(validate, rule)
         elif isinstance(rule, Check):
             validate = _checked(validate, rule)
+        elif isinstance(rule, Describe):
+            continue  # documentation only
         else:
             raise TypeError(f"quickcheck has no rule for {rule!r} in Annotated")
     return validate

@@ -1,16 +1,80 @@
-"""The resources report: per host, who holds which GPU, memory per device, cpu and memory.
+"""The resources report: per host, GPUs and memory per device, cpu and memory; per model replica, its KV cache.
 
 Built from the primary placement (systemd hosts, else the compose host, else
 the hosts the spec declares). Returned as plain data, the same for the table
 and for `--format json`; numbers are bytes and millicores, so nothing is
-rounded before a reader sees it.
+rounded before a reader sees it, except the capacity of a model replica
+(hxpc.compiler.capacity), which is a prediction and given in GiB to two
+places like vLLM's own log: `weights_gib`, `non_kv_gib`, `kv_cache_gib`,
+`kv_cache_tokens` and `max_concurrency` (full `max_model_len` requests at
+once), with the assumptions the prediction rests on.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from hxpc.compiler.model import ResolvedStack
+from hxpc.compiler.capacity import Estimate, GiB, estimate, gpu_of
+from hxpc.compiler.model import ResolvedStack, Workload
+from hxpc.compiler.spec import GpuBudget
+
+
+def replica_estimate(workload: Workload, gpus: GpuBudget | None) -> Estimate | str:
+    """The KV-cache prediction for one GPU of a model replica on a host with `gpus`, or why there is none."""
+    if workload.model is None:
+        return "not a model"
+    if gpus is None:
+        return "its host declares no GPU budget"
+    shape = workload.known_shape
+    if shape is None:
+        return "its architecture is not known"
+    if workload.model.max_model_len is None and shape.max_position_embeddings is None:
+        return "max_model_len is not set and the model's positions are not known"
+    return estimate(workload.model, shape, gpu_of(gpus.memory, gpus.model))
+
+
+def predicted_kv_tokens(resolved: ResolvedStack, name: str) -> int | None:
+    """The KV-cache tokens one replica of model `name` is predicted to hold (the smallest over its hosts), or None.
+
+    For monitoring: the capacity a KV-usage panel can draw, or an alert can compare queued requests with.
+    """
+    placement = resolved.primary_placement
+    workload = resolved.workloads.get(name)
+    if placement is None or workload is None or workload.model is None:
+        return None
+    found = []
+    for replica in placement.replicas.get(name, ()):
+        host = resolved.spec.hosts.get(replica.host) if replica.host else None
+        est = replica_estimate(workload, host.gpus if host else None)
+        if isinstance(est, Estimate):
+            found.append(est.kv_cache_tokens)
+    return min(found) if found else None
+
+
+def _gib(value: float) -> float:
+    return round(value / GiB, 2)
+
+
+def capacity_report(workload: Workload, gpus: GpuBudget | None) -> dict[str, Any]:
+    """The capacity keys of a model replica in the resources report."""
+    est = replica_estimate(workload, gpus)
+    if not isinstance(est, Estimate):
+        return {"weights_gib": None, "non_kv_gib": None, "kv_cache_gib": None, "kv_cache_tokens": None,
+                "max_concurrency": None, "max_model_len": None, "capacity": {"unknown": est}}
+    return {
+        "weights_gib": _gib(est.weights.per_gpu_bytes), "non_kv_gib": _gib(est.non_kv_bytes),
+        "kv_cache_gib": _gib(est.kv_cache_bytes), "kv_cache_tokens": est.kv_cache_tokens,
+        "max_concurrency": round(est.max_concurrency, 2), "max_model_len": est.max_model_len,
+        "capacity": {
+            "verdict": est.verdict, "engine": est.engine.describe(),
+            "gpu_total_gib": _gib(est.gpu.total_bytes), "usable_gib": _gib(est.usable_bytes),
+            "activation_gib": _gib(est.activation_bytes), "non_torch_gib": _gib(est.non_torch_bytes),
+            "cuda_graph_gib": _gib(est.cuda_graph_bytes), "kv_bytes_per_token": est.kv_bytes_per_token,
+            "block_size": est.block_size, "longest_max_model_len": est.longest_fitting,
+            "profile_tokens": est.profile_tokens, "profile_requests": est.profile_requests,
+            "weights": est.weights.formula, "assumptions": list(est.assumptions),
+        },
+    }
 
 
 def resources_report(resolved: ResolvedStack) -> dict[str, Any]:
@@ -30,8 +94,11 @@ def resources_report(resolved: ResolvedStack) -> dict[str, Any]:
             w = resolved.workloads[name]
             cpu += w.cpu_millis or 0
             mem += w.memory_bytes or 0
-            replicas.append({"name": name, "kind": w.kind, "replica": replica.index,
-                             "gpu_devices": list(replica.gpu_devices), "host_ports": replica.host_ports})
+            entry = {"name": name, "kind": w.kind, "replica": replica.index,
+                     "gpu_devices": list(replica.gpu_devices), "host_ports": replica.host_ports}
+            if w.model is not None:
+                entry.update(capacity_report(w, host.gpus))
+            replicas.append(entry)
             for index in replica.gpu_devices:
                 util = w.model.gpu_memory_utilization if w.model else 1.0
                 weights = round(w.weights_bytes_per_gpu)

@@ -18,7 +18,7 @@ import functools
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from hxpc.compiler.fieldrules import Bounds, reject
+from hxpc.compiler.fieldrules import Bounds, Describe, reject
 from hxpc.compiler.fieldtypes import (
     SPEC_CONFIG,
     Command,
@@ -63,9 +63,13 @@ class Host:
     """how systemd apply reaches the host: host or user@host[:port] (ssh), ssh://user@host:port, local,
     or docker://<container>; default: the host's name"""
     labels: dict[str, str] = field(default_factory=dict)
+    """free-form labels of the host"""
     cpu: Cpu | None = None
+    """cores of the host, for the resources report"""
     memory: Size | None = None
+    """memory of the host, for the resources report"""
     gpus: GpuBudget | None = None
+    """the host's GPUs: count, product and memory per GPU; absent: no GPUs"""
 
 
 @record(kw_only=True)
@@ -85,6 +89,10 @@ class Secret:
             reject("combination", "`file` must be an absolute path")
 
 
+# user and group ids as Kubernetes accepts them (0 to 2^31-1), which Linux and the container runtimes do too
+MAX_ID = 2**31 - 1
+
+
 @record(kw_only=True)
 class Security:
     """Which user a service's or model's processes run as, and whether their root filesystem is read-only.
@@ -94,10 +102,14 @@ class Security:
     plan warns and the namespace is labelled with the level its pods meet)."""
 
     __pydantic_config__ = SPEC_CONFIG
-    run_as_user: Annotated[int, Bounds(ge=0)] | None = None
-    run_as_group: Annotated[int, Bounds(ge=0)] | None = None
+    run_as_user: Annotated[int, Bounds(ge=0, le=MAX_ID)] | None = None
+    """the uid its processes run as"""
+    run_as_group: Annotated[int, Bounds(ge=0, le=MAX_ID)] | None = None
+    """the gid its processes run as (needs `run_as_user`)"""
     read_only_root_filesystem: bool | None = None
+    """mount the image's filesystem read-only (writable: volumes and /tmp)"""
     run_as_root: bool = False
+    """run as uid 0; on kubernetes the pod then leaves the "restricted" Pod Security level"""
 
     def __post_init__(self) -> None:
         if self.run_as_root and self.run_as_user not in (None, 0):
@@ -122,7 +134,9 @@ class Resources:
 
     __pydantic_config__ = SPEC_CONFIG
     cpu: Cpu | None = None
+    """cores per replica (`0.5`, `2`, `500m`); absent: no limit"""
     memory: Size | None = None
+    """memory per replica (`512Mi`, `2Gi`); absent: no limit"""
     gpus: Count = 0
     """GPUs per replica"""
 
@@ -133,7 +147,9 @@ class ModelResources:
 
     __pydantic_config__ = SPEC_CONFIG
     cpu: Cpu | None = None
+    """cores per replica (`0.5`, `2`, `500m`); absent: no limit"""
     memory: Size | None = None
+    """host memory per replica (`512Mi`, `64Gi`); absent: no limit"""
 
 
 @record(kw_only=True)
@@ -142,7 +158,9 @@ class HttpCheck:
 
     __pydantic_config__ = SPEC_CONFIG
     path: str = "/"
+    """path requested"""
     port: Name
+    """name of one of the service's `ports`"""
 
 
 @record(kw_only=True)
@@ -151,6 +169,7 @@ class TcpCheck:
 
     __pydantic_config__ = SPEC_CONFIG
     port: Name
+    """name of one of the service's `ports`"""
 
 
 @record(kw_only=True)
@@ -159,12 +178,19 @@ class Health:
 
     __pydantic_config__ = SPEC_CONFIG
     http: HttpCheck | None = None
+    """healthy when GET <path> on the named port answers below 400"""
     tcp: TcpCheck | None = None
+    """healthy when the named port accepts a connection"""
     exec: Command | None = None
+    """healthy when this command exits 0 (inside the container, or as the unit's user when native)"""
     interval: Duration = 10_000
+    """time between checks"""
     timeout: Duration = 3_000
+    """time one check may take before it counts as failed"""
     retries: Annotated[int, Bounds(ge=1)] = 3
+    """consecutive failures before the service counts as unhealthy"""
     start_period: Duration = 0
+    """time after start during which failures do not count"""
 
     def __post_init__(self) -> None:
         given = [k for k in ("http", "tcp", "exec") if getattr(self, k) is not None]
@@ -179,7 +205,9 @@ class Metrics:
 
     __pydantic_config__ = SPEC_CONFIG
     port: Name
+    """name of one of the service's `ports`"""
     path: str = "/metrics"
+    """path Prometheus scrapes"""
 
 
 @record(kw_only=True)
@@ -190,6 +218,7 @@ class Volume:
     path: str
     """mount path inside the service"""
     size: Size | None = None
+    """requested size (Kubernetes volume claims); other targets do not limit it"""
 
 
 _METRIC_NAME = r"^[a-zA-Z_:][a-zA-Z0-9_:]*$"
@@ -204,6 +233,7 @@ class Slo:
     availability: Annotated[float, Bounds(gt=0, lt=100)]
     """target percentage of good requests, e.g. 99.9"""
     latency_p99: Duration | None = None
+    """99th percentile latency objective, checked against `latency_metric`"""
     requests_metric: Annotated[str, Bounds(pattern=_METRIC_NAME)] = "http_requests_total"
     """counter of all requests the SLO counts; default `http_requests_total`"""
     errors_selector: Annotated[str, Bounds(pattern=_LABEL_MATCHER)] = 'code=~"5.."'
@@ -214,28 +244,55 @@ class Slo:
 
 
 @record(kw_only=True)
+class Update:
+    """How a change replaces a service's or model's replicas: a few at a time, each new one healthy first."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    max_unavailable: Count = 1
+    """replicas replaced at most this many at a time, each new one gated healthy before the next goes; a replica
+    holding something exclusive (GPUs, a fixed host port) stops before its replacement starts, any other starts
+    beside it; 0 is allowed only where every replica can start beside its old one"""
+
+
+@record(kw_only=True)
 class Service:
     """A service: an image (or a native command), its ports, environment, resources and replicas."""
 
     __pydantic_config__ = SPEC_CONFIG
     image: str | None = None
+    """container image; a service needs `image` (containers) or `exec` (native), or both"""
     exec: Command | None = None
     """native command (systemd runtime native)"""
     command: list[str] | None = None
+    """container entrypoint override"""
     args: list[str] | None = None
+    """container arguments"""
     ports: dict[Name, Port] = field(default_factory=dict)
+    """port name -> the port the service listens on; replica i of a systemd service publishes port + i"""
     env: dict[EnvVar, EnvValue] = field(default_factory=dict)
+    """environment variables (values are text; numbers and booleans are written as text)"""
     secrets: dict[EnvVar, Name] = field(default_factory=dict)
     """environment variable -> secret name"""
     resources: Resources = field(default_factory=Resources)
+    """cpu, memory and GPUs per replica"""
     replicas: Count = 1
+    """how many instances run"""
     depends_on: list[Name] = field(default_factory=list)
+    """services or models started (and healthy) before this one"""
     health: Health | None = None
+    """the health check apply gates on and the targets configure"""
     metrics: Metrics | None = None
+    """where Prometheus scrapes the service; absent: not scraped"""
     volumes: dict[Name, Volume] = field(default_factory=dict)
+    """persistent storage by name"""
     hosts: list[Name] | None = None
+    """hosts its replicas are placed on, round-robin; default: every host of targets.systemd.hosts"""
     slo: Slo | None = None
+    """service level objective: generated SLO recording rules and burn-rate alerts"""
     restart: Restart = "on-failure"
+    """when the service is restarted after it exits: always, on-failure or never"""
+    update: Update = field(default_factory=Update)
+    """how replicas are replaced when they change: at most `max_unavailable` at a time, each healthy first"""
     security: Security | None = None
     """the user it runs as and a read-only root filesystem"""
 
@@ -246,26 +303,84 @@ class Defaults:
 
     __pydantic_config__ = SPEC_CONFIG
     image: str | None = None
+    """container image of every service that sets none"""
     exec: list[str] | None = None
+    """native command of every service that sets none"""
     command: list[str] | None = None
+    """container entrypoint override of every service that sets none"""
     args: list[str] | None = None
+    """container arguments of every service that sets none"""
     ports: dict[Name, Port] | None = None
+    """named ports merged under every service's `ports`"""
     env: dict[EnvVar, EnvValue] | None = None
+    """environment variables merged under every service's and model's `env`"""
     secrets: dict[EnvVar, Name] | None = None
+    """environment variable -> secret name, merged under every service's `secrets`"""
     resources: Resources | None = None
+    """cpu and memory (and GPUs for services) merged under every service's and model's `resources`"""
     replicas: Count | None = None
+    """replicas of every service and model that sets none"""
     depends_on: list[Name] | None = None
+    """dependencies of every service that sets none"""
     health: Health | None = None
+    """health check of every service that sets none"""
     metrics: Metrics | None = None
+    """metrics endpoint of every service that sets none"""
     volumes: dict[Name, Volume] | None = None
+    """volumes merged under every service's `volumes`"""
     hosts: list[Name] | None = None
+    """placement of every service and model that sets none"""
     slo: Slo | None = None
+    """service level objective of every service that sets none"""
     restart: Restart | None = None
+    """restart policy of every service and model that sets none"""
+    update: Update | None = None
+    """how replicas are replaced, for every service and model that sets none"""
     security: Security | None = None
+    """the user every service and model that sets none runs as"""
 
 
 Dtype = Literal["bfloat16", "float16", "float32"]
-Quantization = Literal["awq", "gptq", "fp8", "int8", "int4"]
+Quantization = Literal["awq", "gptq", "fp8", "int8", "int4", "bitsandbytes"]
+KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
+Positive = Annotated[int, Bounds(ge=1)]
+
+
+@record(kw_only=True)
+class Architecture:
+    """A model's shape for sizing its KV cache: the numbers of its config.json, or the path of that file."""
+
+    __pydantic_config__ = SPEC_CONFIG
+    config: str | None = None
+    """a Hugging Face config.json, relative to the spec file (or absolute); instead of the numbers"""
+    layers: Positive | None = None
+    """attention layers (num_hidden_layers)"""
+    kv_heads: Positive | None = None
+    """key/value heads (num_key_value_heads)"""
+    head_dim: Positive | None = None
+    """size of one attention head (head_dim, or hidden_size / num_attention_heads)"""
+    hidden_size: Positive | None = None
+    """optional: sizes the profiling run and the 16-bit embeddings of quantized checkpoints"""
+    intermediate_size: Positive | None = None
+    """optional: MLP width one token activates"""
+    vocab_size: Positive | None = None
+    """optional: sizes the sampler's share of the profiling run and the embeddings"""
+    tie_word_embeddings: bool | None = None
+    """optional: whether the output layer shares the input embeddings' weights (tie_word_embeddings)"""
+    max_position_embeddings: Positive | None = None
+    """optional: the length vLLM uses when `max_model_len` is not set"""
+
+    def __post_init__(self) -> None:
+        numbers = [k for k in ("layers", "kv_heads", "head_dim") if getattr(self, k) is not None]
+        extras = [k for k in ("hidden_size", "intermediate_size", "vocab_size", "tie_word_embeddings",
+                              "max_position_embeddings") if getattr(self, k) is not None]
+        if self.config is not None and (numbers or extras):
+            reject("combination", "`architecture` takes either `config` or the numbers, not both (found: {found})",
+                   {"found": ", ".join(["config", *numbers, *extras])})
+        if self.config is None and len(numbers) != 3:
+            reject("combination", "`architecture` needs `layers`, `kv_heads` and `head_dim` (or `config`); "
+                   "missing: {missing}",
+                   {"missing": ", ".join(k for k in ("layers", "kv_heads", "head_dim") if k not in numbers)})
 
 
 @record(kw_only=True)
@@ -276,25 +391,53 @@ class LlmModel:
     source: str
     """hub id or absolute local path"""
     revision: str | None = None
+    """model revision (branch, tag or commit) to load"""
     served_name: str | None = None
+    """name clients use in API requests (`--served-model-name`); default: `source`"""
     params_b: Annotated[float, Bounds(gt=0)]
     """parameters in billions, for the GPU memory check"""
     dtype: Dtype = "bfloat16"
+    """weights' data type: bfloat16, float16 or float32"""
     quantization: Quantization | None = None
-    max_model_len: Annotated[int, Bounds(ge=1)] | None = None
+    """how the checkpoint is stored (`--quantization`); bitsandbytes also sets `--load-format bitsandbytes`"""
+    kv_cache_dtype: KvCacheDtype = "auto"
+    """`--kv-cache-dtype`; fp8 halves the KV cache per token"""
+    architecture: Architecture | None = None
+    """layers, KV heads and head size for the KV-cache check; optional for models in hxpc's catalogue"""
+    max_model_len: Positive | None = None
+    """longest sequence (prompt + output tokens) the server accepts; default: the model's own"""
+    max_num_batched_tokens: Positive | None = None
+    """`--max-num-batched-tokens`: tokens per scheduler step, and the size of vLLM's memory-profiling run"""
+    max_num_seqs: Positive | None = None
+    """`--max-num-seqs`: sequences per scheduler step"""
+    enforce_eager: bool = False
+    """`--enforce-eager`: no CUDA graphs"""
     tensor_parallel: Annotated[int, Bounds(ge=1)] = 1
     """GPUs per replica"""
     gpu_memory_utilization: Annotated[float, Bounds(gt=0, le=1)] = 0.9
+    """share of each GPU's memory vLLM may use (weights, activations, KV cache)"""
     replicas: Count = 1
+    """how many servers run"""
     port: Port = 8000
+    """port the server listens on"""
     image: str = DEFAULT_VLLM_IMAGE
+    """vLLM OpenAI server image; its tag tells hxpc which vLLM version runs"""
     extra_args: list[str] = field(default_factory=list)
+    """further vLLM flags, appended after the derived ones"""
     env: dict[EnvVar, EnvValue] = field(default_factory=dict)
+    """environment variables of the server"""
     secrets: dict[EnvVar, Name] = field(default_factory=dict)
+    """environment variable -> secret name (e.g. HF_TOKEN)"""
     resources: ModelResources = field(default_factory=ModelResources)
+    """cpu and host memory per replica (its GPUs follow from `tensor_parallel`)"""
     depends_on: list[Name] = field(default_factory=list)
+    """services or models started (and healthy) before this one"""
     hosts: list[Name] | None = None
+    """hosts its replicas are placed on, round-robin; default: every host of targets.systemd.hosts"""
     restart: Restart = "on-failure"
+    """when the server is restarted after it exits: always, on-failure or never"""
+    update: Update = field(default_factory=Update)
+    """how replicas are replaced when they change: at most `max_unavailable` at a time, each healthy first"""
     security: Security | None = None
     """the user it runs as and a read-only root filesystem"""
 
@@ -305,8 +448,11 @@ class Monitoring:
 
     __pydantic_config__ = SPEC_CONFIG
     scrape_interval: Duration = 15_000
+    """how often Prometheus scrapes every target"""
     alerts: bool = True
+    """generate alerting rules"""
     dashboards: bool = True
+    """generate Grafana dashboards"""
     rules: list[dict[str, Any]] = field(default_factory=list)
     """extra Prometheus rule groups, passed through"""
     runbooks: str | None = None
@@ -327,7 +473,11 @@ def _targets_class() -> type[TargetsBase]:
     """
     from hxpc.compiler.targets import deploying
 
-    fields = {e.name: e.deploy().Config | None for e in deploying()}
+    fields = {}
+    for e in deploying():
+        config = e.deploy().Config
+        about = " ".join((config.__doc__ or "").split()).rstrip(".")
+        fields[e.name] = Annotated[config | None, Describe(f"the {e.name} target: {about}; absent: not compiled")]
     namespace: dict[str, Any] = {"__annotations__": fields, "__module__": __name__, "__qualname__": "Targets",
                                  "__doc__": TargetsBase.__doc__, **dict.fromkeys(fields)}
     return record(kw_only=True)(type("Targets", (TargetsBase,), namespace))
@@ -353,14 +503,24 @@ class Stack:
 
     __pydantic_config__ = _STACK_CONFIG
     api_version: Literal["hxpc/v1"]
+    """the spec format's version; always `hxpc/v1`"""
     project: ProjectName
+    """DNS label (a-z, 0-9, -; at most 40 characters) that prefixes every generated name"""
     defaults: Defaults = field(default_factory=Defaults)
+    """settings merged under every service (and the model-relevant ones under every model) after overlays"""
     hosts: dict[Name, Host] = field(default_factory=dict)
+    """machines for the systemd and compose targets, by name, with their GPU budgets"""
     secrets: dict[Name, Secret] = field(default_factory=dict)
+    """secrets by name, each a reference to where apply reads its value; values never enter a spec, artifact, plan
+    or log"""
     models: dict[Name, LlmModel] = field(default_factory=dict)
+    """LLM model servers (vLLM's OpenAI-compatible server) by name"""
     services: dict[Name, Service] = field(default_factory=dict)
+    """services by name: an image or a native command, with ports, environment, health check and replicas"""
     monitoring: Monitoring | None = None
+    """generated Prometheus scrape configs, rules and Grafana dashboards; absent: none"""
     targets: Targets = field(default_factory=Targets)
+    """what the stack compiles to and how it is applied; a target that is absent is not compiled"""
     environments: dict[Name, dict[str, Any] | None] = field(default_factory=dict)
     """inline overlays by environment name, merged over the base (RFC 7386)"""
 

@@ -16,6 +16,7 @@ import types
 import typing
 from typing import TYPE_CHECKING, Any
 
+from hxpc.compiler.architecture import ModelShapes
 from hxpc.compiler.checks import semantic_checks
 from hxpc.compiler.fieldrules import file_keys
 from hxpc.compiler.load import KeyPath
@@ -123,8 +124,8 @@ def _diagnostic(err: ErrorDetails, merged: Merged) -> Diagnostic:
     return Diagnostic(code, message, merged.span(path, key=is_key), hint=hint)
 
 
-def validate(merged: Merged) -> tuple[Stack | None, list[Diagnostic]]:
-    """Schema first; the semantic checks only run on a schema-valid stack."""
+def validate(merged: Merged, shapes: ModelShapes | None = None) -> tuple[Stack | None, list[Diagnostic]]:
+    """Schema first; the semantic checks only run on a schema-valid stack. Warnings come back among the problems."""
     stack = quick_validate(Stack, merged.data)
     if stack is None:
         from pydantic import ValidationError
@@ -133,4 +134,4 @@ def validate(merged: Merged) -> tuple[Stack | None, list[Diagnostic]]:
             stack = pydantic_adapter().validate_python(merged.data)
         except ValidationError as exc:
             return None, [_diagnostic(e, merged) for e in exc.errors(include_url=False)]
-    return stack, list(semantic_checks(stack, merged))
+    return stack, list(semantic_checks(stack, merged, shapes or ModelShapes()))

@@ -34,10 +34,13 @@ from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
 from hxpc.engine.plan import Action, NeedsPermission, Plan, check_fresh, check_matches
 from hxpc.engine.progress import Event, Progress
 from hxpc.engine.report import ActionResult, ApplyFailed, ApplyInterrupted, ApplyReport, WaveResult
+from hxpc.engine.rolling import WaveRolls
+from hxpc.engine.rollout import wave_budget
 from hxpc.errors import HxpcError, LockHeld, StalePlan, UsageError
 
 T = TypeVar("T")
 _GATED = frozenset({"create", "update", "replace", "restart"})
+HEARTBEAT_S = 60.0
 
 
 @dataclass
@@ -107,6 +110,10 @@ class _Run:
         return self.retry(lambda: read_live(backend, keys), f"reading {target}", None, self.stop)
 
     # -- one action -------------------------------------------------------------------------------------------
+    def context(self, action: Action) -> ActionContext:
+        return ActionContext(self.plan.project, self.plan.env, self.plan.spec_hash, self.desired.get(action.key),
+                             self.live.get(action.key), self.stop, lambda m: self.emit("note", action, m))
+
     def run_action(self, action: Action) -> ActionResult:
         result = self.report.result(action)
         if self.stop.is_set():
@@ -114,8 +121,7 @@ class _Run:
             self.emit("skipped", action, "interrupted before it started")
             return result
         backend = self.backends[action.key.target]
-        ctx = ActionContext(self.plan.project, self.plan.env, self.plan.spec_hash, self.desired.get(action.key),
-                            self.live.get(action.key), self.stop, lambda m: self.emit("note", action, m))
+        ctx = self.context(action)
         began = time.monotonic()
         self.emit("action", action, action.reason)
         try:
@@ -138,8 +144,10 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - a probe that errors is an unhealthy round, not a crash
             return HealthResult(False, f"{type(exc).__name__}: {exc}")
 
-    def gate(self, pool: ThreadPoolExecutor, done: list[ActionResult], record: WaveResult) -> list[ActionResult]:
-        """Wait until every changed object with a gate is healthy; the ones that never became so."""
+    def gate(self, pool: ThreadPoolExecutor, done: list[ActionResult], record: WaveResult,
+             cut: threading.Event | None = None) -> list[ActionResult]:
+        """Wait until every changed object with a gate is healthy; the ones that never became so (none when
+        `cut` is set: the wave is failing anyway)."""
         now = time.monotonic()
         pending: dict[ObjectKey, tuple[ActionResult, float, float]] = {}
         for r in done:
@@ -149,10 +157,13 @@ class _Run:
                 self.emit("gate", r.action, f"waiting to be healthy (budget {want.gate.budget_s:g}s)")
         failed: list[ActionResult] = []
         last: dict[ObjectKey, str] = {}
+        said = dict.fromkeys(pending, now)  # when each object's gate last printed a line
         record.gate = "waiting" if pending else ""
         while pending:
             if self.stop.is_set():
                 raise _Stop
+            if cut is not None and cut.is_set():
+                return failed
             keys = sorted(pending)
             rounds = list(pool.map(lambda k: self.probe(k, pending[k][1]), keys))
             for key, health in zip(keys, rounds, strict=True):
@@ -169,8 +180,12 @@ class _Run:
                     self.emit("unhealthy", r.action, r.health)
                     failed.append(r)
                     del pending[key]
-                elif health.detail != last.get(key):  # one line per new state, not per probe round
-                    self.emit("unhealthy", r.action, health.detail)
+                elif health.detail != last.get(key) or time.monotonic() - said[key] >= HEARTBEAT_S:
+                    # one line per new state, not per probe round; and a model loading for minutes in one
+                    # state still says every minute how long it has waited, against its budget
+                    waited = time.monotonic() - now
+                    self.emit("unhealthy", r.action, f"{health.detail} ({waited:.0f}s of {deadline - now:g}s)")
+                    said[key] = time.monotonic()
                 last[key] = health.detail
             if failed:
                 record.gate = "failed"
@@ -209,13 +224,17 @@ class _Run:
         self.report.waves.append(record)
         began = time.monotonic()
         self.emit("wave", wave=wave, message=f"{len(actions)} action(s)")
+        # actions that replace serving replicas roll beside the rest, a few replicas at a time (rolling.py)
+        rolls = WaveRolls(self, pool, wave, actions, record)
+        actions = rolls.actions
         # backends that batch per wave (one daemon-reload per host) learn the wave's actions first
         batched = [(b, [a for a in actions if a.key.target == t]) for t, b in sorted(self.backends.items())
                    if isinstance(b, WaveHooks) and any(a.key.target == t for a in actions)]
         for backend, mine in batched:
             backend.begin_wave(mine)
+        rolls.start()
         try:
-            for future in [pool.submit(self.run_action, a) for a in actions]:
+            for future in [pool.submit(self.run_action, a) for a in rolls.plain]:
                 future.result()
             # completion order, so a rollback undoes the latest change first
             finished = [r for r in self.completed if r.action.wave == wave]
@@ -224,22 +243,35 @@ class _Run:
                 raise _Stop
             broken = [r for r in finished if r.status == "failed"]
             if broken:
+                rolls.halt()
                 self.rollback(done)
+                rolls.rollback()
                 first = broken[0]
                 raise self.fail(f"{first.action.key}: {first.error}; wave {wave} was rolled back", wave)
             try:
-                unhealthy = self.gate(pool, done, record)
+                unhealthy = self.gate(pool, done, record, cut=rolls.abort)
             except _Stop:
                 record.gate = "interrupted"
                 raise
-            if unhealthy:
+            rolls.wait()
+            if self.stop.is_set():
+                raise _Stop
+            if unhealthy or rolls.failure:
                 self.rollback(done)
+                rolls.rollback()
+                if rolls.failure:
+                    raise self.fail(f"{rolls.summary()}; wave {wave} was rolled back", wave)
                 names = ", ".join(str(r.action.key) for r in unhealthy)
                 raise self.fail(f"health gate failed in wave {wave}: {names}; the wave was rolled back", wave)
         except _Stop:
+            rolls.halt()
+            if record.gate == "waiting":
+                record.gate = "interrupted"
             self.rollback([r for r in self.completed if r.action.wave == wave])
+            rolls.rollback()
             raise
         finally:
+            rolls.halt()  # a no-op unless something unforeseen cut the wave short: no roll outlives its wave
             for backend, mine in batched:
                 try:
                     backend.end_wave(mine)
@@ -258,10 +290,6 @@ class _Run:
         self.report.outcome, self.report.message = "failed", message
         self.emit("gate_failed" if "health gate" in message else "failed", wave=wave, message=message)
         return ApplyFailed(self.report)
-
-
-def _budget(want: DesiredObject | None) -> float:
-    return want.gate.budget_s if want is not None and want.gate is not None else 0.0
 
 
 def _install_signals(run: _Run) -> Callable[[], None]:
@@ -303,8 +331,7 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
             raise UsageError(f"no backend for target(s) {', '.join(missing)}")
         for target in used:
             run.desired.update(backends[target].desired())
-        budgets = [max((_budget(run.desired.get(a.key)) for a in actions if a.kind in _GATED), default=0.0)
-                   for _, actions in plan.waves()]
+        budgets = [wave_budget(actions, run.desired, _GATED) for _, actions in plan.waves()]
         info = opts.lock_info or new_lock_info(spec_hash, opts.lock_ttl_s or lock_ttl(budgets))
         for target in used:
             handle = backends[target].lock(info)

@@ -66,6 +66,23 @@ class Gate:
 
 
 @dataclass(frozen=True)
+class Rollout:
+    """The replicas an object runs of its workload, so that a change replaces them a few at a time (see
+    hxpc.engine.rollout): `replicas` are their names (a container: itself; a systemd template on a host: its
+    instances), `max_unavailable` the workload's `update.max_unavailable`, and `exclusive` why a new replica
+    cannot start beside its old self (a fixed host port, GPUs, a unit name), "" when it can. `own` maps a
+    replica to the parts of the state that only it reads (a systemd instance's drop-in): a change there
+    replaces that replica alone, a change anywhere else every replica, except under `inert` paths, which
+    replace none (the list of enabled instances)."""
+
+    replicas: tuple[str, ...]
+    max_unavailable: int = 1
+    exclusive: str = ""
+    own: Mapping[str, tuple[FieldPath, ...]] = field(default_factory=dict)
+    inert: tuple[FieldPath, ...] = ()
+
+
+@dataclass(frozen=True)
 class DesiredObject:
     """What should exist. `workload` is the spec service or model it belongs to (None: shared,
     e.g. a network), which places it in a wave. `replace_on` lists top-level state keys whose
@@ -90,13 +107,15 @@ class DesiredObject:
     phase: int = 0
     after_deletes: bool = False
     replace_refusal: str = ""
+    rollout: Rollout | None = None
 
 
 @dataclass(frozen=True)
 class LiveObject:
     """What exists. Only `owned` objects (carrying this project's and environment's ownership
     labels) may be changed or deleted. `version` is the live instance's identity (a container
-    id): part of the fingerprint, not of the diff. `running` is None where it does not apply.
+    id): part of the fingerprint, not of the diff. `running` is None where it does not apply. `serving`
+    names the replicas of a multi-replica object that run now (None: as `running` says, for every replica).
 
     `target_state`, when set, is what the live system says applying the desired object would make of this
     one (same shape as `state`): the plan diffs `state` against it instead of the desired state, so defaults
@@ -118,6 +137,7 @@ class LiveObject:
     must_replace: str = ""
     keep: str = ""
     writers: Mapping[FieldPath, str] = field(default_factory=dict)
+    serving: frozenset[str] | None = None
 
     @property
     def fingerprint(self) -> str:

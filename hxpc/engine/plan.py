@@ -17,6 +17,7 @@ environment, spec or touched live objects changed since it was made.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -34,9 +35,11 @@ from hxpc.engine.objects import (
     fingerprint,
     format_path,
 )
+from hxpc.engine.rollout import Update, plan_updates
 from hxpc.errors import BackendError, HxpcError, StalePlan, UsageError
 
 FORMAT_VERSION = 1
+PLAN_KIND = "hxpc-plan"
 ActionKind = Literal["create", "update", "replace", "delete", "restart", "keep", "noop"]
 KINDS: tuple[ActionKind, ...] = ("create", "update", "replace", "delete", "restart", "keep", "noop")
 SYMBOLS: dict[str, str] = {"create": "+", "update": "~", "replace": "-/+", "delete": "-", "restart": "~", "keep": "=",
@@ -79,6 +82,7 @@ class Action:
     workload: str | None = None
     refused: str = ""                  # why apply refuses this action unless permitted, and how to permit it
     version: str | None = None         # the live object's identity planned against (a uid, resourceVersion)
+    update: Update | None = None       # when it replaces serving replicas: how they roll (hxpc.engine.rollout)
 
     @property
     def touches(self) -> bool:
@@ -92,6 +96,8 @@ class Action:
             out["refused"] = self.refused
         if self.version is not None:
             out["version"] = self.version
+        if self.update is not None:
+            out["update"] = self.update.to_dict()
         return out
 
     @classmethod
@@ -102,7 +108,8 @@ class Action:
         return cls(kind, ObjectKey.from_dict(data["key"]), int(data["wave"]), str(data["reason"]),
                    tuple(Change.from_dict(c) for c in data.get("changes", [])), data.get("fingerprint"),
                    data.get("desired_hash"), data.get("workload"), str(data.get("refused") or ""),
-                   data.get("version"))
+                   data.get("version"),
+                   Update.from_dict(data["update"]) if data.get("update") is not None else None)
 
 
 @dataclass(frozen=True)
@@ -169,10 +176,19 @@ class Plan:
         against, null when absent), `desired_hash`, and `refused` when apply refuses
         it without a permission (the text says which), and `version`, the live
         object's identity planned against where the live system has one (a
-        container id; a Kubernetes object's `uid/resourceVersion`). No timestamps:
-        the same spec and live state give byte-identical JSON.
+        container id; a Kubernetes object's `uid/resourceVersion`); and, only on an
+        action that replaces serving replicas, `update` {order: stop-first|start-first,
+        why, replicas, steps (one per replica, 1-based), total_steps, at_once, serving,
+        downtime_s (null unless every serving replica goes down at once)}. A plan saved
+        before `update` existed still loads: apply then works it out itself. `kind` is
+        always `hxpc-plan` (what tells a saved plan from a spec) and `hxpc_version` the
+        version that made it; `warnings` are the backends' plan warnings. No timestamps:
+        the same spec, live state and hxpc give byte-identical JSON.
         """
-        return {"format_version": FORMAT_VERSION, "project": self.project, "env": self.env,
+        from hxpc import version
+
+        return {"kind": PLAN_KIND, "format_version": FORMAT_VERSION, "hxpc_version": version(),
+                "project": self.project, "env": self.env,
                 "spec_file": self.spec_file, "spec_hash": self.spec_hash, "targets": list(self.targets),
                 "summary": self.counts(), "warnings": list(self.warnings),
                 "actions": [a.to_dict() for a in self.actions]}
@@ -295,6 +311,8 @@ def make_plan(desired: Mapping[ObjectKey, DesiredObject], live: LiveState, waves
     actions = sorted((Action(kind, key, number[rank], reason, changes, fp, dh, workload, refused, version)
                       for rank, key, kind, reason, changes, fp, dh, workload, refused, version in pending),
                      key=lambda a: (a.wave, a.key))
+    updates = plan_updates(actions, desired, live)
+    actions = [dataclasses.replace(a, update=updates[a.key]) if a.key in updates else a for a in actions]
     all_targets = set(targets) | {k.target for k in desired} | {k.target for k in live}
     return Plan(project, env, spec_hash, tuple(sorted(all_targets)), tuple(actions), spec_file, tuple(warnings))
 

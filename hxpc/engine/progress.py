@@ -39,7 +39,7 @@ Progress = Callable[[Event], None]
 
 _WORDS = {"action": "started", "done": "done", "failed": "FAILED", "retry": "retrying", "skipped": "not started",
           "gate": "health gate", "healthy": "healthy", "unhealthy": "not healthy yet", "rollback": "rolling back",
-          "rolled_back": "rolled back", "wave": "started", "gate_failed": "FAILED"}
+          "rolled_back": "rolled back", "wave": "started", "gate_failed": "FAILED", "note": ""}
 
 
 def format_event(event: Event) -> str:
@@ -49,9 +49,13 @@ def format_event(event: Event) -> str:
         parts.append(f"wave {event.wave}")
     if event.key is not None:
         parts.append(f"{SYMBOLS.get(event.action or '', '')} {event.key} {event.action or ''}".strip())
-    parts.append(_WORDS.get(event.kind, event.kind))
+    word = _WORDS.get(event.kind, event.kind)
+    if word:
+        parts.append(word)
     line = " ".join(parts)
-    return f"{line}: {event.message}" if event.message else line
+    if not event.message:
+        return line
+    return f"{line}: {event.message}" if word else f"{line} {event.message}"
 
 
 class PlainProgress:
@@ -62,7 +66,7 @@ class PlainProgress:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        if event.kind == "healthy" and not event.message:
+        if event.kind in ("healthy", "finish") and not event.message:
             return
         with self._lock:
             self.stream.write(format_event(event) + "\n")

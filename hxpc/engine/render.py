@@ -2,13 +2,16 @@
 
 The text view reads like `terraform plan`: each wave, each action with its
 symbol (+ create, ~ update or restart, -/+ replace, - destroy, = kept) and
-reason, its field-level changes beneath, and the summary line; the backends'
-warnings come first, and an action apply would refuse says so and why. The markdown view puts
-a table per target and service first and folds the details, and never
-exceeds 60 KB (GitHub refuses comments over 65,536 characters): what does not
-fit is cut at a line with a note saying so. The JSON view is the saved-plan
-format documented on `Plan.to_dict`. Every view shows only redacted changes,
-so no secret value can appear in any of them.
+reason, how it rolls the replicas it replaces (or the downtime it cannot
+avoid, with its expected length), its field-level changes beneath, and the
+summary line; the backends' warnings come first, and an action apply would
+refuse says so and why. The markdown view puts the warnings and any
+unavoidable downtime first, then a table per target and service and one of
+the rolling updates, and folds the details; it never exceeds 60 KB (GitHub
+refuses comments over 65,536 characters): what does not fit is cut at a line
+with a note saying so. The JSON view is the saved-plan format documented on
+`Plan.to_dict`. Every view shows only redacted changes, so no secret value
+can appear in any of them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from hxpc.engine.objects import Change
 from hxpc.engine.plan import KINDS, SYMBOLS, Action, Plan
+from hxpc.engine.rollout import natural
 
 MARKDOWN_LIMIT = 60 * 1024
 _VALUE_LIMIT = 200
@@ -51,6 +55,8 @@ def _head(action: Action) -> str:
 
 def _action_lines(action: Action, symbols: dict[str, str], change_symbols: dict[str, str]) -> list[str]:
     lines = [f"{symbols[action.kind]:>3} {_head(action)}"]
+    if action.update is not None:
+        lines.append(f"      update: {action.update.describe()}")
     lines += [f"      {change_symbols[c.op]} {change_line(c)}" for c in action.changes]
     return lines
 
@@ -58,6 +64,8 @@ def _action_lines(action: Action, symbols: dict[str, str], change_symbols: dict[
 def _diff_lines(action: Action) -> list[str]:
     """For a ```diff block: the symbol must be in column 0 for GitHub to colour the line."""
     lines = [f"{_MD_SYMBOL[action.kind]} {_head(action)}"]
+    if action.update is not None:
+        lines.append(f"      update: {action.update.describe()}")
     lines += [f"{_MD_CHANGE[c.op]}     {change_line(c)}" for c in action.changes]
     return lines
 
@@ -65,6 +73,41 @@ def _diff_lines(action: Action) -> list[str]:
 def _shown(action: Action) -> bool:
     """Worth a line without --show-unchanged: a change, or an object kept rather than pruned."""
     return action.kind != "noop"
+def downtime_lines(plan: Plan) -> list[str]:
+    """One line per workload and target whose change cannot avoid serving nothing for a while."""
+    seen: dict[tuple[str, str], tuple[float, str]] = {}
+    for a in plan.actions:
+        u = a.update
+        if u is not None and u.downtime_s is not None:
+            where = (a.key.target, a.workload or str(a.key))
+            longest = max(seen.get(where, (0.0, ""))[0], u.downtime_s)
+            seen[where] = (longest, u.why)
+    return [f"{workload} on {target}: up to {budget:g}s (its startup budget), because it {why} and no other "
+            f"replica serves meanwhile" for (target, workload), (budget, why) in sorted(seen.items())]
+
+
+def _rolling_table(plan: Plan) -> list[str]:
+    rows: dict[tuple[str, str], list[Action]] = {}
+    for a in plan.actions:
+        if a.update is not None:
+            rows.setdefault((a.key.target, a.workload or ""), []).append(a)
+    if not rows:
+        return []
+    lines = ["### rolling updates", "", "| target | service | replicas | at once | order | why | downtime |",
+             "| --- | --- | ---: | ---: | --- | --- | --- |"]
+    for (target, workload), actions in sorted(rows.items()):
+        updates = [a.update for a in actions if a.update is not None]
+        first = updates[0]
+        count = sum(len(u.replicas) for u in updates)
+        orders = ", ".join(sorted({u.order for u in updates}))
+        downtime = max((u.downtime_s for u in updates if u.downtime_s is not None), default=None)
+        said = f"**up to {downtime:g}s**" if downtime is not None else "none"
+        whys = sorted({u.why for u in updates}, key=natural)
+        why = whys[0] + (f" (and {len(whys) - 1} more like it)" if len(whys) > 1 else "")
+        why = why.replace("|", "\\|")
+        lines.append(f"| {target} | `{workload}` | {count} of {first.serving} | {first.at_once} | {orders} | {why} "
+                     f"| {said} |")
+    return [*lines, ""]
 
 
 def _wave_title(wave: int, actions: Iterable[Action]) -> str:
@@ -90,6 +133,10 @@ def render_text(plan: Plan, show_unchanged: bool = False) -> str:
     unchanged = plan.counts()["noop"]
     if unchanged and not show_unchanged:
         lines.append(f"{unchanged} object(s) unchanged.")
+    downtime = downtime_lines(plan)
+    if downtime:
+        lines.append("Downtime this plan cannot avoid:")
+        lines += [f"  {line}" for line in downtime]
     lines.append(plan.summary_line())
     return "\n".join(lines) + "\n"
 
@@ -149,9 +196,12 @@ def render_markdown(plan: Plan, limit: int = MARKDOWN_LIMIT) -> str:
     for warning in plan.warnings:
         if out.fits(f"> **Warning:** {warning}", ""):
             out.add(f"> **Warning:** {warning}", "")
+    downtime = downtime_lines(plan)
+    if downtime:
+        out.add("> [!WARNING]", "> **Downtime this plan cannot avoid:**", *(f"> - {line}" for line in downtime), "")
     cut = 0
-    for target in plan.targets:
-        for line in _table(plan, target):
+    for lines in [*(_table(plan, target) for target in plan.targets), _rolling_table(plan)]:
+        for line in lines:
             if cut or not out.fits(line):
                 cut += 1
             else:

@@ -20,6 +20,9 @@ hosts:
   app: {cpu: 16}
 """
 
+# a model hxpc's catalogue does not know needs its architecture for the KV-cache check (hxpc/compiler/kvcheck.py)
+X = "source: x, architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}"
+
 
 def problems(tmp_path: Path, body: str) -> list[Diagnostic]:
     spec = tmp_path / "s.yaml"
@@ -55,13 +58,13 @@ def test_unknown_dependency_lists_known_names(tmp_path: Path) -> None:
 
 
 def test_models_can_depend_and_be_depended_on(tmp_path: Path) -> None:
-    ok(tmp_path, "models:\n  m: {source: x, params_b: 1, depends_on: [cache]}\n"
+    ok(tmp_path, "models:\n  m: {" + X + ", params_b: 1, depends_on: [cache]}\n"
                  "services:\n  cache: {image: c}\n  gw: {image: g, depends_on: [m]}\ntargets: {kubernetes: {}}\n")
 
 
 def test_unknown_secret_of_a_model(tmp_path: Path) -> None:
     (d,) = problems(tmp_path, "secrets:\n  hf-token: {env: HF}\nmodels:\n"
-                              "  m: {source: x, params_b: 1, secrets: {HF_TOKEN: hf-tokn}}\n"
+                              "  m: {" + X + ", params_b: 1, secrets: {HF_TOKEN: hf-tokn}}\n"
                               "targets: {kubernetes: {}}\n")
     assert d.code == "HX302"
     assert d.hint == "did you mean `hf-token`?"
@@ -89,7 +92,7 @@ def test_self_dependency_is_a_cycle(tmp_path: Path) -> None:
 
 
 def test_cycle_through_a_model(tmp_path: Path) -> None:
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1, depends_on: [s]}\n"
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1, depends_on: [s]}\n"
                               "services:\n  s: {image: s, depends_on: [m]}\ntargets: {kubernetes: {}}\n")
     assert d.code == "HX305"
     assert d.message == "dependency cycle: m -> s -> m"  # models come first in spec order
@@ -97,7 +100,7 @@ def test_cycle_through_a_model(tmp_path: Path) -> None:
 
 
 def test_gpus_on_a_host_without_gpus(tmp_path: Path) -> None:
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1, hosts: [app]}\n"
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1, hosts: [app]}\n"
                               "targets:\n  systemd: {hosts: [app]}\n")
     assert d.code == "HX306"
     assert d.message == "host `app` has 0 GPU(s) but 1 are placed on it (systemd): m (tensor_parallel 1 x 1 replica)"
@@ -106,9 +109,9 @@ def test_gpus_on_a_host_without_gpus(tmp_path: Path) -> None:
 
 def test_gpu_budget_counts_only_replicas_on_that_host(tmp_path: Path) -> None:
     # 3 replicas of tp 2 over two hosts: gpu-a holds replicas 0 and 2 (4 GPUs, fits), gpu-b holds 1 (2, fits)
-    ok(tmp_path, "models:\n  m: {source: x, params_b: 1, tensor_parallel: 2, replicas: 3, hosts: [gpu-a, gpu-b]}\n"
+    ok(tmp_path, "models:\n  m: {" + X + ", params_b: 1, tensor_parallel: 2, replicas: 3, hosts: [gpu-a, gpu-b]}\n"
                  "targets:\n  systemd: {hosts: [gpu-a, gpu-b]}\n")
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1, tensor_parallel: 2, replicas: 4, "
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1, tensor_parallel: 2, replicas: 4, "
                               "hosts: [gpu-a, gpu-b]}\ntargets:\n  systemd: {hosts: [gpu-a, gpu-b]}\n")
     assert d.code == "HX306"
     assert d.message == ("host `gpu-b` has 2 GPU(s) but 4 are placed on it (systemd): "
@@ -116,35 +119,37 @@ def test_gpu_budget_counts_only_replicas_on_that_host(tmp_path: Path) -> None:
 
 
 def test_gpu_budget_of_the_compose_host(tmp_path: Path) -> None:
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1, tensor_parallel: 2, replicas: 2}\n"
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1, tensor_parallel: 2, replicas: 2}\n"
                               "targets:\n  compose: {host: gpu-b}\n")
     assert d.code == "HX306"
     assert "(compose)" in d.message
     assert [m for _, m in d.notes] == ["`m` takes 4"]
 
 
-def test_weights_that_fit_exactly_and_quantized(tmp_path: Path) -> None:
-    # 70B x 0.5 bytes (awq) / 2 = 17.5 GB per GPU < 24Gi x 0.9 = 23.2 GB
-    ok(tmp_path, "models:\n  m: {source: x, params_b: 70, quantization: awq, tensor_parallel: 2, hosts: [gpu-b]}\n"
-                 "targets:\n  systemd: {hosts: [gpu-b]}\n")
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 70, quantization: int8, tensor_parallel: 2, "
-                              "hosts: [gpu-b]}\ntargets:\n  systemd: {hosts: [gpu-b]}\n")
+def test_quantized_weights_keep_16_bit_embeddings(tmp_path: Path) -> None:
+    # int8: 2.10B embedding + lm_head params stay 16-bit, the other 68.50B take a byte each; / 2 GPUs = 36.4 GB
+    (d,) = problems(tmp_path, "models:\n  m: {source: meta-llama/Llama-3.1-70B-Instruct, params_b: 70.6, "
+                              "quantization: int8, tensor_parallel: 2, max_model_len: 8192, hosts: [gpu-b]}\n"
+                              "targets:\n  systemd: {hosts: [gpu-b]}\n")
     assert d.code == "HX307"
-    assert d.message == ("model `m` does not fit on `gpu-b`: 70B params x 1 bytes (int8) / tensor_parallel 2 = "
-                         "35.0 GB per GPU > 24Gi x 0.9 = 23.2 GB usable")
+    assert d.message == ("model `m` does not fit on `gpu-b`: 2.10B embedding params x 2 bytes + 68.50B x 1 bytes "
+                         "(int8) / tensor_parallel 2 = 36.4 GB per GPU > 24Gi x 0.9 = 23.2 GB usable")
     assert d.notes[0][1] == "GPU memory of `gpu-b`"
+    # the same checkpoint fits on 80Gi GPUs, KV cache included
+    ok(tmp_path, "models:\n  m: {source: meta-llama/Llama-3.1-70B-Instruct, params_b: 70.6, quantization: int8, "
+                 "tensor_parallel: 2, max_model_len: 8192, hosts: [gpu-a]}\ntargets:\n  systemd: {hosts: [gpu-a]}\n")
 
 
 def test_weights_are_checked_per_host_of_the_model(tmp_path: Path) -> None:
     # 30B bf16 / 1 = 60 GB: fits on gpu-a (80Gi) but not on gpu-b (24Gi)
-    found = problems(tmp_path, "models:\n  m: {source: x, params_b: 30, replicas: 2, hosts: [gpu-a, gpu-b]}\n"
+    found = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 30, replicas: 2, hosts: [gpu-a, gpu-b]}\n"
                                "targets:\n  systemd: {hosts: [gpu-a, gpu-b]}\n")
     assert codes(found) == ["HX307"]
     assert "does not fit on `gpu-b`" in found[0].message
 
 
 def test_port_conflict_between_a_model_and_a_service(tmp_path: Path) -> None:
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1, port: 8000, hosts: [gpu-a]}\n"
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1, port: 8000, hosts: [gpu-a]}\n"
                               "services:\n  web: {image: w, ports: {http: 8000}, hosts: [gpu-a]}\n"
                               "targets:\n  systemd: {hosts: [gpu-a]}\n")
     assert d.code == "HX308"
@@ -211,13 +216,13 @@ def test_unknown_compose_host(tmp_path: Path) -> None:
 
 def test_no_placement_only_for_replicas_that_run(tmp_path: Path) -> None:
     ok(tmp_path, "services:\n  w: {image: w, replicas: 0}\ntargets:\n  systemd: {}\n")
-    (d,) = problems(tmp_path, "models:\n  m: {source: x, params_b: 1}\ntargets:\n  systemd: {}\n")
+    (d,) = problems(tmp_path, "models:\n  m: {" + X + ", params_b: 1}\ntargets:\n  systemd: {}\n")
     assert d.code == "HX313"
     assert d.message == "model `m` has no hosts to run on for the systemd target"
 
 
 def test_a_model_and_a_service_with_one_name(tmp_path: Path) -> None:
-    found = problems(tmp_path, "models:\n  x: {source: x, params_b: 1}\nservices:\n  x: {image: x}\n"
+    found = problems(tmp_path, "models:\n  x: {" + X + ", params_b: 1}\nservices:\n  x: {image: x}\n"
                                "targets: {kubernetes: {}}\n")
     assert codes(found) == ["HX312"]
     assert found[0].notes[0][1] == "the model is declared here"

@@ -125,7 +125,8 @@ def test_invalid_spec(case: Case, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_corpus_covers_every_in_file_code() -> None:
-    wanted = {c for c in CODES if "HX101" <= c <= "HX313"} - _NOT_IN_FILE
+    # HX323 and HX324 are warnings: validation passes with them (tests/compiler/test_kvcheck.py)
+    wanted = {c for c in CODES if "HX101" <= c <= "HX314" or "HX320" <= c <= "HX322"} - _NOT_IN_FILE
     assert wanted - {case.code for case in CASES} == set()
 
 

@@ -8,12 +8,11 @@ from typing import Any, TypeVar
 import pytest
 from pydantic import TypeAdapter
 
+from hxpc.compiler.capacity import weights
 from hxpc.compiler.model import (
     ResolvedStack,
-    bytes_per_param,
     startup_budget_s,
     vllm_args,
-    weights_per_gpu,
 )
 from hxpc.compiler.pipeline import resolve_env
 from hxpc.compiler.spec import Health, LlmModel
@@ -51,8 +50,10 @@ def replicas(stack: ResolvedStack, name: str, target: str = "systemd") -> list[t
 def test_gpu_devices_in_spec_order(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  big: {source: org/big, params_b: 8, tensor_parallel: 2, replicas: 2, port: 8000, hosts: [gpu-a]}
-  small: {source: org/small, params_b: 1, replicas: 1, port: 8100, hosts: [gpu-a]}
+  big: {source: org/big, params_b: 8, tensor_parallel: 2, replicas: 2, port: 8000, hosts: [gpu-a],
+        architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
+  small: {source: org/small, params_b: 1, replicas: 1, port: 8100, hosts: [gpu-a],
+          architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   embed: {image: e:1, resources: {gpus: 2}, ports: {http: 9000}, hosts: [gpu-a]}
 targets:
@@ -68,7 +69,8 @@ def test_models_get_devices_before_services_whatever_the_file_order(tmp_path: Pa
 services:
   embed: {image: e:1, resources: {gpus: 1}, hosts: [gpu-a]}
 models:
-  m: {source: org/m, params_b: 1, hosts: [gpu-a]}
+  m: {source: org/m, params_b: 1, hosts: [gpu-a],
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 targets:
   systemd: {hosts: [gpu-a]}
 """)
@@ -80,7 +82,8 @@ targets:
 def test_round_robin_over_hosts_with_ports_per_replica(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 3, port: 8000, hosts: [gpu-a, gpu-b]}
+  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 3, port: 8000, hosts: [gpu-a, gpu-b],
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   web: {image: w:1, replicas: 3, ports: {http: 8080, admin: 9090}, hosts: [app]}
 targets:
@@ -114,7 +117,8 @@ def test_zero_replicas_place_nothing(tmp_path: Path) -> None:
 def test_compose_host_placement(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 2, hosts: [gpu-b]}
+  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 2, hosts: [gpu-b],
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   web: {image: w:1, ports: {http: 8080}}
 targets:
@@ -130,7 +134,8 @@ targets:
 def test_declared_placement_without_systemd_or_compose_host(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  m: {source: org/m, params_b: 1, hosts: [gpu-b]}
+  m: {source: org/m, params_b: 1, hosts: [gpu-b],
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   web: {image: w:1}
 targets:
@@ -144,7 +149,8 @@ targets:
 def test_both_systemd_and_compose_placements(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  m: {source: org/m, params_b: 1, hosts: [gpu-b]}
+  m: {source: org/m, params_b: 1, hosts: [gpu-b],
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 targets:
   systemd: {hosts: [gpu-b]}
   compose: {host: gpu-a}
@@ -158,7 +164,8 @@ targets:
 def test_waves(tmp_path: Path) -> None:
     stack = resolve(tmp_path, """\
 models:
-  llm: {source: org/m, params_b: 1}
+  llm: {source: org/m, params_b: 1,
+        architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   gw: {image: g:1, depends_on: [api, llm]}
   db: {image: d:1}
@@ -209,7 +216,9 @@ targets:
     assert w.secrets == {"HF_TOKEN": "hf"}
     assert w.image == "vllm/vllm-openai:v0.6.3"
     assert w.startup_budget_s == 300 + 70
-    assert w.weights_bytes_per_gpu == 7e9 * 0.5 / 2
+    # awq: 4-bit layers plus their scales, and 16-bit embeddings (capacity.weights; tested in test_capacity.py)
+    assert w.model is not None
+    assert w.weights_bytes_per_gpu == weights(w.model, None).per_gpu_bytes > 7e9 * 0.5 / 2
 
 
 def test_service_workload(tmp_path: Path) -> None:
@@ -241,15 +250,10 @@ targets:
     assert w.model is None and w.weights_bytes_per_gpu == 0.0
 
 
-@pytest.mark.parametrize(("dtype", "quant", "size"), [
-    ("float32", None, 4), ("bfloat16", None, 2), ("float16", None, 2), ("bfloat16", "fp8", 1),
-    ("bfloat16", "int8", 1), ("float16", "awq", 0.5), ("float16", "gptq", 0.5), ("bfloat16", "int4", 0.5),
-])
-def test_bytes_per_param(dtype: str, quant: str | None, size: float) -> None:
-    m = _validated(LlmModel, {"source": "x", "params_b": 10, "dtype": dtype, "quantization": quant,
-                                 "tensor_parallel": 2})
-    assert bytes_per_param(m) == size
-    assert weights_per_gpu(m) == 10e9 * size / 2
+@pytest.mark.parametrize(("dtype", "size"), [("float32", 4), ("bfloat16", 2), ("float16", 2)])
+def test_unquantized_weights_are_params_times_dtype(dtype: str, size: float) -> None:
+    m = _validated(LlmModel, {"source": "x", "params_b": 10, "dtype": dtype, "tensor_parallel": 2})
+    assert weights(m, None).per_gpu_bytes == 10e9 * size / 2
 
 
 def test_startup_budget() -> None:

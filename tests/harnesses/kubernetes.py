@@ -60,6 +60,7 @@ def svc(port: int = 8080, *, image: str = IMAGE, replicas: int = 1, env: dict[st
 
 def model(*, gpus_model: str = GPU_MODEL, tensor_parallel: int = 2, replicas: int = 1, **extra: Any) -> dict[str, Any]:
     return {"source": "org/tiny-llm", "params_b": 1.0, "max_model_len": 4096, "tensor_parallel": tensor_parallel,
+            "architecture": {"layers": 16, "kv_heads": 8, "head_dim": 64},
             "replicas": replicas, "port": 8000, "image": "hxpc-test/vllm:1",
             "hosts": ["gpu-manual" if gpus_model == MANUAL_GPU_MODEL else "gpu-kwok"], **extra}
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, cast, runtime_checkable
 
 from hxpc.records import record
 
@@ -71,9 +71,21 @@ class Platform:
 
 
 class Target(Protocol):
-    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`."""
+    """What every target module provides: its artifacts, by path relative to `<env>/<target>/`.
+
+    A module may also define `warnings(stack) -> list[Problem]`: what it compiles but cannot fully honour,
+    printed by `hxpc compile` as warnings (`bundle.target_warnings` calls it).
+    """
 
     def emit(self, stack: ResolvedStack, meta: Meta) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class Warns(Protocol):
+    """Optional for a target module: what compiles but is not fully honoured (a model whose server exports no
+    signal for an alert), reported as warnings at their place in the spec; compile goes on."""
+
+    def warnings(self, stack: ResolvedStack) -> Iterable[Problem]: ...
 
 
 class DeployTarget(Target, Protocol[C]):
@@ -167,6 +179,21 @@ def missing_field(stack: Stack, field: str, needed_by: str, code: str, hint: str
                           key=True, hint=hint)
 
 
+def surge_problems(target: str, workloads: Mapping[str, Workload],
+                   blocker: Callable[[Workload], str]) -> Iterator[Problem]:
+    """HX314 for every workload asking for `update.max_unavailable: 0` whose replicas cannot start beside their
+    old selves on `target`: `blocker` says why ("" when they can)."""
+    for w in workloads.values():
+        reason = blocker(w) if w.max_unavailable == 0 and w.replicas else ""
+        if reason:
+            section = "models" if w.kind == "model" else "services"
+            yield Problem("HX314", f"{w.kind} `{w.name}` asks for update.max_unavailable 0, but on the {target} "
+                                   f"target a new replica cannot start beside its old one: it {reason}",
+                          (section, w.name, "update", "max_unavailable"),
+                          hint="set `max_unavailable: 1` (replicas are then replaced one at a time, each stopped "
+                               "before its replacement starts), or drop what it holds exclusively")
+
+
 if TYPE_CHECKING:
     # mypy checks every module against the protocol its entry promises; nothing here runs
     from hxpc.compiler.targets import compose, grafana, kubernetes, prometheus, systemd
@@ -175,3 +202,4 @@ if TYPE_CHECKING:
     _compose: DeployTarget[compose.ComposeTarget] = compose
     _kubernetes: DeployTarget[kubernetes.KubernetesTarget] = kubernetes
     _monitoring: tuple[Target, ...] = (prometheus, grafana)
+    _warns: Warns = prometheus

@@ -58,7 +58,7 @@ from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
 from hxpc.compiler.model import Probe, Replica, ResolvedStack, Workload
 from hxpc.compiler.quantities import cores, format_duration, format_size
-from hxpc.compiler.targets import Placing, Platform, Problem, missing_field
+from hxpc.compiler.targets import Placing, Platform, Problem, missing_field, surge_problems
 from hxpc.diagnostics import Diagnostic, suggest
 from hxpc.records import record
 
@@ -93,9 +93,25 @@ def placement(config: ComposeTarget) -> Placing:
 def check(config: ComposeTarget, stack: Stack, workloads: Mapping[str, Workload]) -> Iterator[Problem]:
     yield from missing_field(stack, "image", "the compose target", "HX309",
                              hint="add `image:` or drop the target for this environment")
+    yield from surge_problems(TARGET, workloads, surge_blocker)
     if config.host is not None and config.host not in stack.hosts:
         yield Problem("HX303", f"compose target host `{config.host}` is not declared under `hosts`",
                       ("targets", TARGET, "host"), hint=suggest(config.host, stack.hosts))
+
+
+def surge_blocker(w: Workload, replica: Replica | None = None) -> str:
+    """Why a new container of `w` (of `replica`, when given) cannot start beside the one it replaces on the
+    Docker Engine, "" when it can: a published host port stays taken until the old container stops, and its
+    GPUs stay in use."""
+    reasons = []
+    if w.ports:
+        ports = sorted(replica.host_ports.values()) if replica is not None else sorted(w.ports.values())
+        reasons.append(f"publishes host port {', '.join(str(p) for p in ports)}" if replica is not None
+                       else f"publishes its ports on the host ({', '.join(str(p) for p in ports)} + replica index)")
+    if w.gpus:
+        devices = replica.gpu_devices if replica is not None else ()
+        reasons.append(f"holds GPU {','.join(str(d) for d in devices)}" if devices else f"holds {w.gpus} GPU(s)")
+    return " and ".join(reasons)
 
 
 def platform(config: ComposeTarget, stack: ResolvedStack) -> Platform:
@@ -318,6 +334,10 @@ def _deploy(w: Workload, replicas: tuple[Replica, ...], host_set: bool) -> dict[
         resources["reservations"] = {"devices": [device]}
     if resources:
         deploy["resources"] = resources
+    # what `hxpc apply` does on a change, as Swarm reads it (`docker compose up` recreates every container at once)
+    deploy["update_config"] = {"parallelism": max(1, w.max_unavailable),
+                               "order": "stop-first" if surge_blocker(w) else "start-first",
+                               "failure_action": "rollback"}
     return deploy
 
 

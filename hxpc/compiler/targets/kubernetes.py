@@ -52,9 +52,14 @@ Decisions the spec leaves open, made for a demanding operator:
   `targets.kubernetes.gpu_resource` limit, with the node selector
   `nvidia.com/gpu.product: <gpus.model>` of the first of the workload's hosts
   that has GPUs (unless `targets.kubernetes.node_selector` overrides it; `{}`
-  turns it off) and a toleration of the `nvidia.com/gpu` taint. GPU
-  Deployments roll with maxSurge 0: the GPU budget is validated exactly, so a
-  surge pod would wait for a GPU forever.
+  turns it off) and a toleration of the `nvidia.com/gpu` taint.
+- Rollouts follow `update.max_unavailable` (k) as the other targets do: a pod
+  holding GPUs is replaced stop-first (maxSurge 0, maxUnavailable k): the GPU
+  budget is validated exactly, so a surge pod would wait for a GPU forever.
+  Any other Deployment pod starts beside its old one (maxSurge max(1, k),
+  maxUnavailable 0). A StatefulSet pod keeps its name and volume, so it is
+  always replaced stop-first, k at a time (`rollingUpdate.maxUnavailable`,
+  written only when k > 1, which the controller does without it).
 - Probes: the startup probe runs every `interval` for long enough to cover the
   startup budget (failureThreshold x periodSeconds >= budget), then readiness
   and liveness take over with the health check's interval, timeout and
@@ -87,7 +92,7 @@ from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.fieldrules import reject
 from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name, Size
 from hxpc.compiler.quantities import format_cpu, format_size
-from hxpc.compiler.targets import Platform, Problem, config_of, missing_field
+from hxpc.compiler.targets import Platform, Problem, config_of, missing_field, surge_problems
 from hxpc.diagnostics import Diagnostic
 from hxpc.records import record
 
@@ -110,6 +115,7 @@ class ModelCache:
 
     __pydantic_config__ = SPEC_CONFIG
     size: Size | None = None
+    """a claim of this size (e.g. 200Gi) holds the weights"""
     access_mode: AccessMode = "ReadWriteMany"
     """ReadWriteMany: one claim every replica shares; ReadWriteOnce or ReadWriteOncePod: one claim per replica"""
     storage_class: str | None = None
@@ -132,6 +138,7 @@ class KubernetesTarget:
     namespace: Name | None = None
     """default: <project>-<env>"""
     gpu_resource: str = "nvidia.com/gpu"
+    """extended resource name GPUs are requested as"""
     node_selector: dict[str, str] | None = None
     """overrides the default GPU node selector `nvidia.com/gpu.product: <gpus.model>`"""
     model_cache: ModelCache | None = None
@@ -149,10 +156,22 @@ def placement(config: KubernetesTarget) -> None:
 def check(config: KubernetesTarget, stack: Stack, workloads: Mapping[str, Workload]) -> Iterator[Problem]:
     yield from missing_field(stack, "image", "the kubernetes target", "HX309",
                              hint="add `image:` or drop the target for this environment")
+    yield from surge_problems(TARGET, workloads, surge_blocker)
+
+
+def surge_blocker(w: Workload) -> str:
+    """Why a new pod of `w` cannot start beside the one it replaces ("" when it can): pods publish no host
+    ports, but GPUs are budgeted exactly and a StatefulSet pod's name and volume are its own."""
+    reasons = [f"holds {w.gpus} GPU(s)"] if w.gpus else []
+    if w.volumes:
+        reasons.append("is a StatefulSet pod whose name and volume only one pod can hold")
+    return " and ".join(reasons)
 
 
 def platform(config: KubernetesTarget, stack: ResolvedStack) -> Platform:
     return Platform("cluster", TARGET, namespace=namespace_of(stack))
+
+
 HASH_ANNOTATION = "hxpc.dev/hash"
 RUN_AS = 65532  # the conventional "nonroot" UID/GID (distroless); any non-zero id would do
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -428,10 +447,14 @@ def _controller(w: Workload, ctx: _Ctx, stateful: bool, config_hash: str | None)
             {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
              "metadata": {"name": name, "labels": _app_labels(ctx, w.name)}, "spec": claim}
             for name, claim in claims]
+        if w.max_unavailable > 1:
+            spec["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": w.max_unavailable}}
         return _object(ctx, "apps/v1", "StatefulSet", w.name, w.name, {"spec": spec}, annotations)
     spec["progressDeadlineSeconds"] = max(600, w.startup_budget_s + PULL_AND_SCHEDULE_S)
-    if w.gpus:
-        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    at_once = max(1, w.max_unavailable)
+    rolling = {"maxSurge": 0, "maxUnavailable": at_once} if surge_blocker(w) else {"maxSurge": at_once,
+                                                                                  "maxUnavailable": 0}
+    spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": rolling}
     return _object(ctx, "apps/v1", "Deployment", w.name, w.name, {"spec": spec}, annotations)
 
 

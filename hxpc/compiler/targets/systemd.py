@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from hxpc.compiler.bundle import TARGET_LABEL, Meta, TargetError, object_hash
 from hxpc.compiler.fieldtypes import SPEC_CONFIG, Name
 from hxpc.compiler.quantities import cores, format_duration, format_size
-from hxpc.compiler.targets import Placing, Platform, Problem, config_of, missing_field
+from hxpc.compiler.targets import Placing, Platform, Problem, config_of, missing_field, surge_problems
 from hxpc.diagnostics import Diagnostic, suggest
 from hxpc.records import record
 
@@ -86,7 +86,9 @@ class SystemdTarget:
 
     __pydantic_config__ = SPEC_CONFIG
     hosts: list[Name] = dataclasses.field(default_factory=list)
+    """hosts that get units; workloads that name no hosts run on all of them"""
     runtime: Literal["docker", "podman", "native"] = "docker"
+    """how units run the services: docker or podman containers, or the native `exec` command"""
 
 
 Config = SystemdTarget
@@ -117,6 +119,23 @@ def check(config: SystemdTarget, stack: Stack, workloads: Mapping[str, Workload]
             if host in stack.hosts and host not in allowed:
                 yield Problem("HX311", f"`{w.name}` is placed on `{host}`, which is not in targets.systemd.hosts",
                               (section, w.name, "hosts", i), hint=f"add `{host}` to targets.systemd.hosts")
+    yield from surge_problems(TARGET, workloads, surge_blocker)
+
+
+def surge_blocker(w: Workload, replica: Replica | None = None, project: str = "") -> str:
+    """Why a new replica of `w` cannot start beside the one it replaces: never "" here, since a replica is one
+    unit (`<base>@<i>.service`), which systemd runs once, on its own host port and GPUs. `project` (with
+    `replica`) names the unit."""
+    unit = unit_name(project, w, replica.index) if project and replica is not None else "one systemd unit"
+    reasons = [f"runs as {unit}" if project and replica is not None else "runs each replica as one systemd unit"]
+    if w.ports:
+        ports = sorted(replica.host_ports.values()) if replica is not None else sorted(w.ports.values())
+        reasons.append(f"listens on host port {', '.join(str(p) for p in ports)}" if replica is not None
+                       else "listens on its own host ports")
+    if w.gpus:
+        devices = replica.gpu_devices if replica is not None else ()
+        reasons.append(f"holds GPU {','.join(str(d) for d in devices)}" if devices else f"holds {w.gpus} GPU(s)")
+    return ", ".join(reasons[:-1]) + (" and " if len(reasons) > 1 else "") + reasons[-1]
 
 
 def platform(config: SystemdTarget, stack: ResolvedStack) -> Platform:

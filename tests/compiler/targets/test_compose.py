@@ -80,6 +80,7 @@ models:
   big:
     source: org/big-model
     params_b: 13
+    architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}
     tensor_parallel: 2
     port: 8000
     secrets: {HF_TOKEN: hf-token}
@@ -87,6 +88,7 @@ models:
   small:
     source: /models/small
     params_b: 1
+    architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}
     replicas: 2
     port: 8100
 services:
@@ -265,7 +267,8 @@ def test_gpu_replicas_are_split_one_service_each(full: tuple[ResolvedStack, str,
 def test_gpus_without_compose_host_are_a_count(tmp_path: Path) -> None:
     stack = _resolve(tmp_path, HEADER + """\
 models:
-  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 2}
+  m: {source: org/m, params_b: 1, tensor_parallel: 2, replicas: 2,
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   s: {image: s:1, resources: {gpus: 1}}
 targets:
@@ -410,7 +413,8 @@ def test_health_checks(full: tuple[ResolvedStack, str, dict[str, Any]]) -> None:
 def test_split_name_that_meets_a_spec_name_is_an_error(tmp_path: Path) -> None:
     stack = _resolve(tmp_path, HEADER + """\
 models:
-  m: {source: org/m, params_b: 1, replicas: 2}
+  m: {source: org/m, params_b: 1, replicas: 2,
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
 services:
   m-1: {image: x:1}
 targets:
@@ -479,7 +483,8 @@ def _closed_port() -> int:
 def _health_test(tmp_path: Path, service: str, port: int) -> list[str]:
     # one workload per stack: they all listen on the test server's port, which one engine could not publish twice
     workloads = {
-        "m": f"models:\n  m: {{source: org/m, params_b: 1, port: {port}}}\n",
+        "m": f"models:\n  m: {{source: org/m, params_b: 1, port: {port},\n"
+             "      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}\n",
         "h": f"services:\n  h: {{image: h:1, ports: {{http: {port}}}, "
              "health: {http: {path: /healthz, port: http}}}\n",
         "bad": f"services:\n  bad: {{image: b:1, ports: {{http: {port}}}, "

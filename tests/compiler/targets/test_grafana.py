@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from hxpc.compiler.compile import compile_env
 from hxpc.compiler.pipeline import environments, resolve_env
+from hxpc.compiler.resources import predicted_kv_tokens
 from hxpc.compiler.targets import grafana
 from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 from hxpc.sources import FileSources
@@ -40,7 +41,7 @@ def boards(env: str, files: dict[str, str]) -> dict[str, dict[str, Any]]:
 
 
 def exprs(board: dict[str, Any]) -> list[str]:
-    return [t["expr"] for p in board["panels"] for t in p["targets"]]
+    return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
 
 
 _NOT_METRICS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
@@ -94,6 +95,9 @@ def test_datasource_is_a_dashboard_variable(env_files: tuple[str, dict[str, str]
         (var,) = board["templating"]["list"]
         assert var["name"] == "datasource" and var["type"] == "datasource" and var["query"] == "prometheus"
         for panel in board["panels"]:
+            if panel["type"] == "text":  # says what this model's vLLM release cannot show
+                assert panel["options"]["content"].startswith("**Not available for vLLM < ")
+                continue
             assert panel["datasource"]["uid"] == "${datasource}"
             assert all(t["datasource"]["uid"] == "${datasource}" for t in panel["targets"])
             assert panel["targets"], panel["title"]
@@ -104,9 +108,19 @@ def test_model_dashboard_panels_and_gpu_panels() -> None:
     board = next(b for b in found.values() if b["title"].endswith("llama-70b"))
     titles = [p["title"] for p in board["panels"]]
     assert titles == ["Tokens per second", "Time to first token", "End-to-end request latency",
-                      "Requests waiting and running", "KV-cache usage", "GPU utilisation", "GPU memory used"]
+                      "Requests waiting and running", "KV-cache usage", "KV-cache tokens against predicted capacity",
+                      "Failed requests", "GPU utilisation", "GPU memory used"]
     text = " ".join(exprs(board))
-    assert "vllm:gpu_cache_usage_perc" in text and "vllm:time_to_first_token_seconds_bucket" in text
+    assert "model:vllm_kv_cache_usage:ratio" in text and "vllm:time_to_first_token_seconds_bucket" in text
+    kv = next(p for p in board["panels"] if p["title"] == "KV-cache usage")
+    assert "vllm:gpu_cache_usage_perc" in kv["description"]  # the spec pins vLLM 0.6.3
+    tokens = next(p for p in board["panels"] if p["title"].startswith("KV-cache tokens"))
+    predicted = predicted_kv_tokens(resolve_env(FileSources(str(SPEC)), "prod").stack, "llama-70b")
+    assert predicted and [t["expr"] for t in tokens["targets"]] == [
+        f'model:vllm_kv_cache_usage:ratio{{project="hxp",env="prod",model="llama-70b"}} * {predicted}',
+        f"vector({predicted})"]
+    failed = next(p for p in board["panels"] if p["title"] == "Failed requests")
+    assert failed["type"] == "text" and "Not available for vLLM < 0.8.5" in failed["options"]["content"]
     assert 'model:dcgm_gpu_utilization:percent{project="hxp",env="prod",model="llama-70b"}' in text
 
 

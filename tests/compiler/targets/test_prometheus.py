@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ models:
   small:
     source: org/small
     params_b: 1
+    architecture: {{layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}}
     tensor_parallel: 2
     replicas: 2
     port: 9000
@@ -245,9 +245,10 @@ def test_alert_set_for_models_and_slo_services() -> None:
     found = {(a["alert"], a["labels"].get("service") or a["labels"]["model"]) for a in alerts(
         compiled(SPEC, "prod")["rules.yaml"])}
     for alert in ("HxpcTargetDown", "HxpcTargetFlapping", "HxpcVllmQueueBacklog", "HxpcVllmKvCacheNearlyFull",
-                  "HxpcVllmTimeToFirstTokenHigh", "HxpcVllmRequestsFailing", "HxpcGpuXidError",
+                  "HxpcVllmTimeToFirstTokenHigh", "HxpcGpuXidError",
                   "HxpcGpuMemoryNearlyFull", "HxpcGpuTemperatureHigh", "HxpcGpuIdleWhileQueued"):
         assert (alert, "llama-70b") in found
+    assert ("HxpcVllmRequestsFailing", "llama-70b") not in found  # vLLM 0.6.3 counts no failed request
     for alert in ("HxpcTargetDown", "HxpcErrorBudgetFastBurn", "HxpcErrorBudgetSlowBurn", "HxpcLatencyP99High"):
         assert (alert, "api-gateway") in found
     assert ("HxpcErrorBudgetFastBurn", "qdrant") not in found  # no slo
@@ -281,10 +282,12 @@ def test_no_runbook_url_without_runbooks_and_no_alerts_when_disabled(tmp_path: P
 
 @pytest.mark.parametrize("image, version", [
     ("vllm/vllm-openai:v0.6.3", (0, 6, 3)), ("vllm/vllm-openai:0.9.2", (0, 9, 2)),
-    ("registry:5000/vllm:v0.10.1.1", (0, 10, 1, 1)), ("vllm/vllm-openai:latest", vm.NEWEST),
-    ("vllm/vllm-openai", vm.NEWEST), ("vllm/vllm-openai@sha256:abc", vm.NEWEST)])
-def test_image_version(image: str, version: tuple[int, ...]) -> None:
+    ("registry:5000/vllm:v0.10.1.1", (0, 10, 1, 1)), ("vllm/vllm-openai:latest", None),
+    ("vllm/vllm-openai", None), ("vllm/vllm-openai@sha256:abc", None)])
+def test_image_version(image: str, version: tuple[int, ...] | None) -> None:
     assert vm.image_version(image) == version
+    assert vm.for_image(image).version == (version or vm.NEWEST)
+    assert bool(vm.for_image(image).tag_note) == (version is None)
 
 
 def test_kv_cache_metric_follows_the_rename(tmp_path: Path) -> None:
@@ -363,20 +366,16 @@ def test_deterministic(env_files: tuple[str, dict[str, str]]) -> None:
     assert compiled(SPEC, env) == files
 
 
-def test_a_thousand_services_compile_fast(tmp_path: Path) -> None:
+def test_a_thousand_services_compile(tmp_path: Path) -> None:
+    """Scale, not speed: bench/compile.py measures time beside kustomize; a timed test only measures the load."""
     services = "".join(f"  svc-{i}:\n    image: s:1\n    ports: {{http: {10000 + i}}}\n"
                        f"    metrics: {{port: http}}\n    slo: {{availability: 99.9, latency_p99: 300ms}}\n"
                        for i in range(1000))
     spec = write_spec(tmp_path, "apiVersion: hxpc/v1\nproject: big\nhosts:\n  h: {}\nservices:\n" + services
                       + "monitoring: {}\ntargets:\n  systemd: {hosts: [h]}\n  kubernetes: {}\n")
     resolved = resolve_env(FileSources(str(spec)), "default")
-    start = time.perf_counter()
     files = compile_env(resolved, "big.yaml", ["prometheus", "grafana"]).files
-    elapsed = time.perf_counter() - start
     assert len(yaml.safe_load(files["default/prometheus/rules.yaml"])["groups"]) == 1000
-    # ~400k lines of YAML (rules for two platforms, their tests, ServiceMonitors): 1.4-2.6 s on a shared
-    # 2-CPU development machine, two thirds of it in yamlout; this guards against regressions, not a budget
-    assert elapsed < 4.0, f"{elapsed:.2f}s"
 
 
 def test_compose_without_host_discovers_replicas_by_dns(tmp_path: Path) -> None:

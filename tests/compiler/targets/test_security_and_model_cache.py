@@ -37,6 +37,7 @@ models:
   llm:
     source: org/llm
     params_b: 1.0
+    architecture: {layers: 16, kv_heads: 8, head_dim: 64}
     max_model_len: 4096
     replicas: 2
     hosts: [gpu]

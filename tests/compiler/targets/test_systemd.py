@@ -527,7 +527,8 @@ def test_a_model_and_a_service_that_share_a_unit_name_are_an_error(tmp_path: Pat
     # model `x` is demo-model-x.service, and so is service `model-x`: one file would replace the other
     stack = _resolve(tmp_path, COLLIDE + """\
 models:
-  x: {source: org/x, params_b: 1, hosts: [h1]}
+  x: {source: org/x, params_b: 1,
+      architecture: {layers: 32, kv_heads: 8, head_dim: 128, max_position_embeddings: 8192}, hosts: [h1]}
 services:
   model-x: {image: svc:1, exec: [/usr/bin/env], hosts: [h1]}
 targets:

@@ -10,7 +10,8 @@ make it fire and series that keep it silent), and for kubernetes
 files and writes the scrape jobs and Kubernetes objects; the selectors and
 recorded names are in `series`, the rules in `rules`,
 their tests in `ruletests`, and the check of `monitoring.rules` in
-`userrules`.
+`userrules`. `warnings` names, per model, what its vLLM release leaves
+unmonitored (compile prints it; it never fails the compile).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from hxpc.compiler import yamlout
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.model import ResolvedStack, Workload
-from hxpc.compiler.targets import Platform
+from hxpc.compiler.targets import Platform, Problem
 from hxpc.compiler.targets.prometheus import vllm_metrics as vm
 from hxpc.compiler.targets.prometheus.rules import rule_groups
 from hxpc.compiler.targets.prometheus.ruletests import tests_file
@@ -34,6 +35,7 @@ from hxpc.compiler.targets.prometheus.series import (
     rules_platform,
     scrape_interval,
     scraped,
+    slo_services_in_front,
 )
 from hxpc.compiler.targets.prometheus.userrules import check_user_rules
 from hxpc.diagnostics import Diagnostic
@@ -132,6 +134,29 @@ def _slo_without_metrics(stack: ResolvedStack) -> list[Diagnostic]:
                                 "request metrics scraped", hint=f"add `metrics: {{port: ..., path: /metrics}}` "
                                                                 f"to services.{w.name}")
             for w in stack.workloads.values() if w.kind == "service" and w.slo is not None and w.metrics is None]
+
+
+def warnings(stack: ResolvedStack) -> list[Problem]:
+    """HX406 for every model whose vLLM release leaves something unmonitored, or whose tag names no release
+    hxpc knows (its monitoring then assumes one)."""
+    if stack.spec.monitoring is None or rules_platform(stack) is None:
+        return []
+    out = []
+    for w in scraped(stack):
+        if w.kind != "model":
+            continue
+        m = vm.for_image(w.image)
+        where = ("models", w.name, "image")  # the model's name where the image is the default one
+        if m.tag_note:
+            out.append(Problem("HX406", f"model `{w.name}`: {m.tag_note}", where))
+        if not m.failures:
+            front = slo_services_in_front(stack, w)
+            instead = "`up` (HxpcTargetDown)" + (f" and the SLO of {', '.join(front)}" if front else "")
+            out.append(Problem(
+                "HX406", f"model `{w.name}` (vLLM {vm.show(m.version)}): failed requests are not monitored: "
+                         f"{m.failures_unavailable}; watched only through {instead}", where,
+                hint=f"vLLM {vm.show(vm.HTTP_METRICS_FROM)} and later count HTTP 5xx responses, which hxpc alerts on"))
+    return out
 
 
 def emit(stack: ResolvedStack, meta: Meta) -> dict[str, str]:

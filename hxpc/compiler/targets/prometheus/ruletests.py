@@ -45,11 +45,12 @@ def histogram(bucket: str, labels: dict[str, str], edges: list[float], *, slow: 
     return out
 
 
-def render(template: str, labels: dict[str, str]) -> str:
-    """An annotation as the alert shows it: `{{ $labels.x }}` replaced by the value of `x`."""
+def render(template: str, labels: dict[str, str], value: str = "") -> str:
+    """An annotation as the alert shows it: `{{ $labels.x }}` replaced by the value of `x`, `{{ $value }}` by
+    the alert's value as the test's series give it."""
     if "{{" not in template:
         return template
-    return _TEMPLATE_LABEL.sub(lambda m: labels.get(m.group(1), ""), template)
+    return _TEMPLATE_LABEL.sub(lambda m: labels.get(m.group(1), ""), template).replace("{{ $value }}", value)
 
 
 def satisfy(matcher: str) -> tuple[tuple[str, str], tuple[str, str]]:

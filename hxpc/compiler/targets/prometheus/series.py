@@ -57,6 +57,11 @@ def scraped(stack: ResolvedStack) -> list[Workload]:
     return [stack.workloads[n] for n in sorted(stack.workloads) if stack.workloads[n].metrics is not None]
 
 
+def slo_services_in_front(stack: ResolvedStack, w: Workload) -> list[str]:
+    """The services with an SLO (and metrics) that depend on `w` directly: their SLO alerts see its failures."""
+    return [s.name for s in scraped(stack) if s.kind == "service" and s.slo is not None and w.name in s.depends_on]
+
+
 def owner(stack: ResolvedStack, w: Workload) -> dict[str, str]:
     return {"project": stack.project, "env": stack.env, w.kind: w.name}
 
@@ -117,13 +122,14 @@ def num(x: float) -> str:
 REC_SLO_REQUESTS = "service:slo_requests:rate5m"
 REC_SLO_LATENCY_P99 = "service:slo_latency_seconds:p99_rate5m"
 REC_VLLM_REQUESTS = "model:vllm_requests:rate5m"
-REC_VLLM_FAILED = "model:vllm_request_failures:ratio_rate5m"
+REC_VLLM_FAILED = "model:vllm_request_failures:ratio_rate5m"  # one series per failure `signal` the release has
+REC_VLLM_KV_USAGE = "model:vllm_kv_cache_usage:ratio"  # per replica (instance), the fullest engine
 REC_VLLM_GEN_TOKENS = "model:vllm_generation_tokens:rate5m"
 REC_VLLM_PROMPT_TOKENS = "model:vllm_prompt_tokens:rate5m"
 REC_GPU_UTIL = "model:dcgm_gpu_utilization:percent"
 REC_GPU_TEMP = "model:dcgm_gpu_temperature:celsius"
 REC_GPU_MEM = "model:dcgm_fb_used:ratio"
-REC_GPU_XID = "model:dcgm_xid_errors:last"
+REC_GPU_XID = "model:dcgm_xid_errors:last"  # the last XID code per GPU, without the labels that follow it
 
 
 def rec_slo_ratio(window: str) -> str:

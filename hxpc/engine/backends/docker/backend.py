@@ -16,6 +16,11 @@ unowned ones in the way), the project network, and the project's volumes. Decisi
   the new one, renames the old one back and starts it; `end_wave`, called once the wave passed its
   health gate (or was rolled back), removes the old ones that were not restored. A delete is a
   stop-and-rename committed the same way, so it can be undone.
+- Each container is one replica of its workload (`Rollout`), so the engine rolls a service's containers
+  a few at a time (hxpc.engine.rolling). One that publishes a host port or holds GPUs is replaced as
+  above (stop-first); any other starts beside the old one (start-first): the old one is renamed aside
+  while it runs, keeping its network alias, so both answer until the new one passed its gate and `retire`
+  stops the old one, which then waits for `end_wave` like any replaced container.
 - Secrets are resolved in `prepare` (before anything is touched; every missing one is named) from the
   environment variable or file the spec names, and reach the container only as the env var the spec
   maps them to (visible in `docker inspect`'s `Config.Env`, as with `docker run -e`) and as the file
@@ -62,6 +67,7 @@ from hxpc.engine.backends.docker import parse as dp
 from hxpc.engine.lock import LockInfo, PrimitiveLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
+from hxpc.engine.rolling import Step
 from hxpc.engine.secrets import read_secrets
 from hxpc.errors import BackendError
 
@@ -320,6 +326,62 @@ class DockerBackend:
             case other:
                 raise TypeError(f"no rollback for {other!r}")
 
+    # -- rolling (hxpc.engine.rolling.Rolling) -----------------------------------------------------------------
+    def roll(self, action: Action, ctx: ActionContext, step: Step) -> Undo | None:
+        """Replace this container (one replica): stop-first as any replace, or start-first beside the old one."""
+        live = ctx.live
+        if not step.start_first or action.key.kind != "container" or live is None or live.version is None:
+            return self.apply_action(action, ctx)
+        want = ctx.desired or self.desired()[action.key]
+        name = _container(want).name
+        try:
+            old = self._set_aside(live.version, name, bool(live.running), str(action.key), stop=False)
+        except _Gone:
+            return self.apply_action(action, ctx)
+        try:
+            new = self._create(want)
+        except BaseException:
+            self._restore(old)  # this step failed: the executor will not roll it back, so undo it here
+            raise
+        undo = Undo(action.key, f"remove the new {name}, rename the previous one back and start it",
+                    BringBack(old, new))
+        with self._guard:
+            self._uncommitted[action.key] = undo
+        return undo
+
+    def retire(self, undo: Undo) -> None:
+        """The new container passed its gate: stop the old one it started beside (removed at `end_wave`)."""
+        if isinstance(undo.data, BringBack):
+            self._ignore_missing(f"stopping the previous {undo.key}", self.api.stop, undo.data.aside.old,
+                                 timeout=STOP_TIMEOUT_S)
+
+    def replica_health(self, key: ObjectKey, replicas: Sequence[str], deadline: float) -> HealthResult:
+        return self.health(key, deadline)  # a container is one replica
+
+    def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+        """The container a rollback brought back, by its own Docker health check (the previous version's,
+        baked into it), else by running: the desired probe may be the one that failed."""
+        if not isinstance(undo.data, BringBack) or not undo.data.aside.was_running:
+            return HealthResult(True, "nothing brought back to wait for")
+        info = self._inspect(undo.data.aside.old, undo.data.aside.name)
+        if isinstance(info, HealthResult):
+            return info
+        state = info.get("State") or {}
+        if not state.get("Running"):
+            return _not_running(state, str(((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")))
+        status = (state.get("Health") or {}).get("Status")
+        return HealthResult(status in (None, "healthy"), f"Docker: {status or 'running'}")
+
+    def _inspect(self, ref: str, name: str) -> dict[str, Any] | HealthResult:
+        """The container's inspect payload, or the unhealthy round its absence is."""
+        try:
+            info: dict[str, Any] = self.call(f"inspecting {name}", self.api.inspect_container, ref, raw=True)
+        except docker.errors.APIError as exc:
+            if _not_found(exc):
+                return HealthResult(False, f"container {name} does not exist", final=True)
+            raise translate(exc, f"inspecting {name}") from exc
+        return info
+
     def begin_wave(self, actions: Sequence[Action]) -> None:
         """Nothing to batch: each action is its own API calls."""
 
@@ -342,13 +404,9 @@ class DockerBackend:
         want = self.desired().get(key)
         if key.kind != "container" or want is None:
             return HealthResult(True, "")
-        name = _container(want).name
-        try:
-            info = self.call(f"inspecting {name}", self.api.inspect_container, name, raw=True)
-        except docker.errors.APIError as exc:
-            if _not_found(exc):
-                return HealthResult(False, f"container {name} does not exist", final=True)
-            raise translate(exc, f"inspecting {name}") from exc
+        info = self._inspect(_container(want).name, _container(want).name)
+        if isinstance(info, HealthResult):
+            return info
         state = info.get("State") or {}
         if not state.get("Running"):
             return _not_running(state, str(want.state.get("restart", "no")))
@@ -489,18 +547,22 @@ class DockerBackend:
                 tar.addfile(entry, io.BytesIO(data))
         self.call(f"writing secret files into {name}", self.api.put_archive, cid, "/", buf.getvalue())
 
-    def _set_aside(self, cid: str, name: str, running: bool, what: str) -> Aside:
-        """Stop the container and rename it out of the way; what `_restore` needs to bring it back."""
+    def _set_aside(self, cid: str, name: str, running: bool, what: str, stop: bool = True) -> Aside:
+        """Stop the container (unless `stop` is false: start-first) and rename it out of the way; what
+        `_restore` needs to bring it back."""
         aside = name + dp.ASIDE_SUFFIX
-        try:
-            self.call(f"stopping {what}", self.api.stop, cid, timeout=STOP_TIMEOUT_S, raw=True)
-        except docker.errors.APIError as exc:
-            if _not_found(exc):
-                raise _Gone(what) from exc
-            raise translate(exc, f"stopping {what}") from exc
+        if stop:
+            try:
+                self.call(f"stopping {what}", self.api.stop, cid, timeout=STOP_TIMEOUT_S, raw=True)
+            except docker.errors.APIError as exc:
+                if _not_found(exc):
+                    raise _Gone(what) from exc
+                raise translate(exc, f"stopping {what}") from exc
         try:
             self.call(f"renaming {what}", self.api.rename, cid, aside, raw=True)
         except docker.errors.APIError as exc:
+            if _not_found(exc):
+                raise _Gone(what) from exc
             if not _conflict(exc):
                 raise translate(exc, f"renaming {what}") from exc
             self._clear_aside(aside, cid, what)

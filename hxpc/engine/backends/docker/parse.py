@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hxpc.compiler.bundle import TARGET_LABEL
-from hxpc.compiler.model import ResolvedStack
-from hxpc.engine.objects import DesiredObject, Gate, LiveObject, ObjectKey, state_hash
+from hxpc.compiler.model import Replica, ResolvedStack
+from hxpc.compiler.targets.compose import surge_blocker
+from hxpc.engine.objects import DesiredObject, Gate, LiveObject, ObjectKey, Rollout, state_hash
 
 TARGET = "compose"
 LABEL_PROJECT = "com.docker.compose.project"
@@ -203,8 +204,10 @@ def desired_objects(doc: Mapping[str, Any], stack: ResolvedStack, names: Names,
             gate = Gate(float(workload.startup_budget_s),
                         max(0.2, probe.interval_ms / 1000) if probe is not None else 1.0)
             key = names.key("container", key_name)
+            placed = Replica(index, None, dict(replica["ports"]), tuple(int(d) for d in replica["devices"]))
+            rollout = Rollout((key_name,), workload.max_unavailable, surge_blocker(workload, placed))
             out[key] = DesiredObject(
-                key, state, workload.name, replace_on=("*",), gate=gate,
+                key, state, workload.name, replace_on=("*",), gate=gate, rollout=rollout,
                 extra=ContainerData(names.container(key_name), service, labels, check, volume_names))
     return out
 

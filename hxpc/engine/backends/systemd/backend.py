@@ -14,7 +14,13 @@ Secret values are resolved from the environment or files in the preflight
 with nothing touched), only for the secret files the plan writes, and travel
 only on a command's stdin into a root-only 0600 file. Deletes stop and
 disable, then remove files; the reload follows at the end of the wave.
-Rollback restores the snapshot and restarts the previous version. The lock
+Rollback restores the snapshot and restarts the previous version. A change
+to a workload's serving instances rolls (hxpc.engine.rolling): the files are
+written for the whole wave as above, which running instances do not notice,
+and each step restarts only its own instances (each one unit on its own
+port, so always stop-first); rolling back a step restores the files and
+restarts that step's instances, so those never reached keep running the
+previous version with the previous files back in place. The lock
 is a `mkdir` under `/run/lock` on every host (atomic), holding a JSON info
 file. The health gate runs each instance's check (`probe_script`) on its host.
 """
@@ -36,10 +42,12 @@ from hxpc.compiler.targets.systemd import SystemdTarget
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo
 from hxpc.engine.backends.systemd.desired import (
     SECRET_OWNER,
+    Check,
     describe,
     desired_objects,
     env_file_text,
     probe_script,
+    recorded_check,
     secret_data,
     secret_path,
     unit_data,
@@ -56,11 +64,13 @@ from hxpc.engine.backends.systemd.parse import (
     parse_show,
     parse_snapshot,
     parse_unit,
+    unit_value,
 )
 from hxpc.engine.backends.systemd.transport import Transport, transport_for
 from hxpc.engine.lock import LockInfo, MultiLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
+from hxpc.engine.rolling import Step
 from hxpc.engine.secrets import read_secrets
 from hxpc.errors import BackendError
 
@@ -332,6 +342,11 @@ class SystemdBackend:
         return _Batch(action.key.scope, [action]), True  # outside a wave hook: a batch of one
 
     def apply_action(self, action: Action, ctx: ActionContext) -> Undo | None:
+        return self.roll(action, ctx, None)
+
+    def roll(self, action: Action, ctx: ActionContext, step: Step | None) -> Undo | None:
+        """`apply_action`, or (with `step`) one step of a rolling update: restart only the step's instances,
+        plus, on the object's first step, whatever is new or was down (hxpc.engine.rolling.Rolling)."""
         batch, alone = self._batch_for(action)
         self._prepare(batch)
         with batch.guard:
@@ -342,11 +357,40 @@ class SystemdBackend:
             if action.kind == "delete":
                 return self._delete(batch, action, ctx)
             if action.key.kind == "secret":
-                return self._apply_secret(batch, action)
-            return self._apply_unit(batch, action, ctx)
+                return self._apply_secret(batch, action, step)
+            return self._apply_unit(batch, action, ctx, step)
         finally:
             if alone:
                 self._finish(batch)
+
+    def retire(self, undo: Undo) -> None:
+        """Never asked: an instance is one unit, which systemd runs once, so every step is stop-first."""
+
+    def replica_health(self, key: ObjectKey, replicas: Sequence[str], deadline: float) -> HealthResult:
+        return self._health(key, set(replicas))
+
+    def restored_health(self, undo: Undo, deadline: float) -> HealthResult:
+        """The instances a rollback restarted with their previous files, judged by the check those files
+        record (`X-Hxpc-Health=`), or by the desired one where the file holding it did not change."""
+        data = undo.data
+        if not isinstance(data, RestoreUnit | RestoreSecret):
+            return HealthResult(True, "nothing brought back to wait for")
+        if isinstance(data, RestoreSecret):
+            return self._health(undo.key, set(data.restart)) if data.restart else HealthResult(True, "")
+        back = [i for i in data.touched if i in data.old_instances and data.active_before.get(i)]
+        if not back or undo.key.kind != "unit":
+            return HealthResult(True, "nothing brought back to wait for")
+        want = self.desired().get(undo.key)
+        desired_checks = unit_data(want).checks if want is not None else {}
+        checks: dict[str, Check] = {}
+        for i in back:
+            holder = f"{UNIT_DIR}/{i}.d/replica.conf" if undo.key.name.endswith("@.service") else \
+                f"{UNIT_DIR}/{undo.key.name}"
+            like = desired_checks.get(i, Check("none"))
+            old = data.files.get(holder)
+            recorded = unit_value(parse_unit(old.decode("utf-8", "replace")), "Unit", "X-Hxpc-Health") if old else ""
+            checks[i] = recorded_check(recorded, like) if recorded else like
+        return self._health(undo.key, set(back), checks)
 
     def _prepare(self, batch: _Batch) -> None:
         with batch.guard:
@@ -468,7 +512,7 @@ class SystemdBackend:
             for unit, props in shown.items():
                 self._baseline[(host, unit)] = int(props.get("NRestarts", "0") or 0)
 
-    def _apply_unit(self, batch: _Batch, action: Action, ctx: ActionContext) -> Undo:
+    def _apply_unit(self, batch: _Batch, action: Action, ctx: ActionContext, step: Step | None) -> Undo:
         t = self.transport(batch.host)
         want = self.desired()[action.key]
         instances = list(unit_data(want).instances)
@@ -479,10 +523,18 @@ class SystemdBackend:
         template_changed = any(not instance_of(p[len(UNIT_DIR) + 1:]) for p in written)
         changed = {i for i in instances if template_changed or f"{UNIT_DIR}/{i}.d/replica.conf" in written}
         active_before = {} if before is None else _active(before)
-        if action.kind == "restart" or want.workload in batch.restart_all or before is None:
+        # a new secret restarts every instance, unless the secret file's own action rolls them a few at a time
+        secret_rolls = any(a.key.kind == "secret" and a.update is not None and a.workload == want.workload
+                           for a in batch.actions)
+        if (want.workload in batch.restart_all and not secret_rolls) or before is None:
             changed = set(instances)
-        changed |= {i for i in instances if not active_before.get(i, False)}  # converge: whatever is down starts
+        down = {i for i in instances if not active_before.get(i, False)}  # converge: whatever is down starts
         removed = sorted(set(old_instances) - set(instances))
+        if step is not None:  # one step of a roll: this step's instances; what serves nothing goes first
+            changed = (changed & set(step.replicas)) | (down if step.first else set())
+            removed = removed if step.first else []
+        else:
+            changed |= down
         shown = self._systemctl(t, disable=removed, enable=instances, restart=sorted(changed),
                                 what=f"starting {', '.join(sorted(changed)) or action.key.name}")
         self._record_baseline(batch.host, shown)
@@ -490,15 +542,22 @@ class SystemdBackend:
                     RestoreUnit({p: batch.snapshot.get(p) for p in written}, tuple(instances), tuple(old_instances),
                                 tuple(enabled_before), active_before, tuple(sorted(changed | set(removed)))))
 
-    def _apply_secret(self, batch: _Batch, action: Action) -> Undo:
-        """The file was written with the batch; restart the workload's instances here unless its unit
-        object is in this wave too (its action restarts them all)."""
+    def _apply_secret(self, batch: _Batch, action: Action, step: Step | None) -> Undo:
+        """The file was written with the batch; restart the workload's instances here (or, in a roll, the
+        step's) unless its unit object's action in this wave restarts them itself."""
         t = self.transport(batch.host)
         want = self.desired()[action.key]
         data = secret_data(want)
         restarted: tuple[str, ...] = ()
-        if not any(a.key == data.unit for a in batch.actions):
-            restarted = unit_data(self.desired()[data.unit]).instances
+        unit_action = next((a for a in batch.actions if a.key == data.unit), None)
+        instances = unit_data(self.desired()[data.unit]).instances
+        if step is not None:
+            # the unit's own roll restarts the instances it rolls, in this same step; the rest are this file's
+            theirs = set(unit_action.update.replicas) if unit_action and unit_action.update else set()
+            restarted = tuple(i for i in step.replicas if i in instances and i not in theirs)
+        elif unit_action is None:
+            restarted = instances
+        if restarted:
             shown = self._systemctl(t, restart=restarted, what=f"restarting {want.workload} for its secrets")
             self._record_baseline(batch.host, shown)
         path = data.path
@@ -531,7 +590,8 @@ class SystemdBackend:
         if isinstance(data, RestoreSecret):
             self._restore(t, data.files)
             if data.restart:
-                self._systemctl(t, restart=data.restart, what="restarting with the previous secrets")
+                self._record_baseline(host, self._systemctl(t, restart=data.restart,
+                                                            what="restarting with the previous secrets"))
             return
         if not isinstance(data, RestoreUnit):
             raise TypeError(f"no rollback for {data!r}")
@@ -543,18 +603,29 @@ class SystemdBackend:
         t.check("systemctl daemon-reload", what="daemon-reload")
         touched = [i for i in data.touched if i in old]
         was_active = data.active_before
-        self._systemctl(t, enable=sorted(set(data.enabled_before) & old),
-                        restart=[i for i in touched if was_active.get(i)],
-                        stop=[i for i in touched if not was_active.get(i)], what="restoring the previous version")
+        shown = self._systemctl(t, enable=sorted(set(data.enabled_before) & old),
+                                restart=[i for i in touched if was_active.get(i)],
+                                stop=[i for i in touched if not was_active.get(i)],
+                                what="restoring the previous version")
+        self._record_baseline(host, shown)  # the restored instances' own restarts count from here
 
     # -- health -------------------------------------------------------------------------------------------------
 
     def health(self, key: ObjectKey, deadline: float) -> HealthResult:
+        return self._health(key, None)
+
+    def _health(self, key: ObjectKey, only: set[str] | None,
+                checks: Mapping[str, Check] | None = None) -> HealthResult:
+        """The object's instances (or `only` these): active, not crash-looping, and passing their checks (the
+        desired ones, or `checks`)."""
         want = self.desired().get(key)
         if want is None:
             return HealthResult(True, "not in the spec")
         unit = unit_data(want if key.kind == "unit" else self.desired()[secret_data(want).unit])
-        instances, checks = list(unit.instances), unit.checks
+        instances = [i for i in unit.instances if only is None or i in only]
+        checks = {**unit.checks, **(checks or {})}
+        if not instances:
+            return HealthResult(True, "no instance to check here")
         t = self.transport(key.scope)
         marker = "@@" + pysecrets.token_hex(6)
         lines = [f"systemctl show -p Id,ActiveState,SubState,Result,NRestarts,MainPID {shlex.join(instances)}",

@@ -4,17 +4,20 @@
 writes) into one object per unit and host (a template together with the
 drop-ins of its instances on that host) plus one secret environment file per
 workload and host, whose state is a hash of the secret references, never of
-values. Each unit object carries its instances' `Check`s (the spec's probe
-at the replica's host port; an exec check runs inside the container under a
-container runtime, and natively as the unit's own dynamic user in a transient
-sandboxed unit, never as root on the host) and its workload's `Gate`;
-`probe_script` makes a check the shell script the health gate runs on the
-host. `env_file_text` renders a secret file from values the backend resolved
-at apply time. No I/O here.
+values. Both carry their instances as the replicas a change rolls
+(`Rollout`). Each unit object carries its instances' `Check`s (the spec's
+probe at the replica's host port; an exec check runs inside the container
+under a container runtime, and natively as the unit's own dynamic user in a
+transient sandboxed unit, never as root on the host) and its workload's
+`Gate`; `probe_script` makes a check the shell script the health gate runs on
+the host. `env_file_text` renders a secret file from values the backend
+resolved at apply time. No I/O here.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from hxpc.compiler.model import ResolvedStack, Workload
 from hxpc.compiler.targets import config_of
 from hxpc.compiler.targets import systemd as target
 from hxpc.engine.backends.systemd.parse import SECRET_PATHS, TARGET, parse_unit
-from hxpc.engine.objects import DesiredObject, Gate, ObjectKey
+from hxpc.engine.objects import DesiredObject, Gate, ObjectKey, Rollout
 
 SECRET_MODE, SECRET_OWNER = "0600", "root:root"
 
@@ -93,9 +96,10 @@ def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, Desired
                   for r in replicas}
         gate = gate_for(w)
         key = ObjectKey(TARGET, host, "unit", name)
+        rollout = rollout_for(w, name, instances)
         out[key] = DesiredObject(
             key, {"files": {rel: parse_unit(texts[rel]) for rel in sorted(texts)}, "enabled": sorted(instances)},
-            workload=w.name, gate=gate,
+            workload=w.name, gate=gate, rollout=rollout,
             extra=UnitData(dict(sorted(texts.items())), tuple(sorted(instances)), checks))
         if w.secrets:
             refs = secret_refs(stack, w)
@@ -103,9 +107,19 @@ def desired_objects(stack: ResolvedStack, meta: Meta) -> dict[ObjectKey, Desired
             path = secret_path(meta, f"{w.name}.env")
             state = {"path": path, "mode": SECRET_MODE, "owner": SECRET_OWNER, "vars": sorted(refs),
                      "refs": object_hash(refs)}
+            # every instance on the host reads the file: a new value reaches each as it restarts, a few at a time
             out[skey] = DesiredObject(skey, state, workload=w.name, secret_paths=SECRET_PATHS, gate=gate,
+                                      rollout=dataclasses.replace(rollout, own={}, inert=()),
                                       extra=SecretData(refs, key, path))
     return out
+
+
+def rollout_for(w: Workload, name: str, instances: list[str]) -> Rollout:
+    """A unit object's replicas are its instances on the host, each one unit that runs once (stop-first). An
+    instance's drop-in is its own: changing it restarts that instance alone; the template restarts them all,
+    and enabling an instance restarts none."""
+    own = {i: (("files", f"{i}.d/replica.conf"),) for i in instances} if name.endswith("@.service") else {}
+    return Rollout(tuple(sorted(instances)), w.max_unavailable, target.surge_blocker(w), own, (("enabled",),))
 
 
 def secret_path(meta: Meta, name: str) -> str:
@@ -171,6 +185,23 @@ def probe_script(check: Check) -> str:
     if check.kind == "tcp":
         return probes.tcp_script(check.port, check.timeout_s)
     return probes.http_script(check.port, check.path, check.timeout_s)
+
+
+_X_ESCAPE = re.compile(r"\\(\\|n|t|x[0-9a-fA-F]{2})")
+
+
+def recorded_check(health: str, like: Check) -> Check:
+    """The check a unit file records as `X-Hxpc-Health=` (`http:<port><path>`, `tcp:<port>`, `exec:<argv>`,
+    written C-escaped), timed and wrapped as `like`: how a rolled-back instance is judged by its own version."""
+    text = _X_ESCAPE.sub(lambda m: {"\\": "\\", "n": "\n", "t": "\t"}.get(m.group(1))
+                         or chr(int(m.group(1)[1:], 16)), health)
+    kind, _, rest = text.partition(":")
+    if kind == "exec":
+        return Check("exec", command=tuple(shlex.split(rest)), timeout_s=like.timeout_s, wrapper=like.wrapper)
+    port, path = re.match(r"(\d*)(.*)", rest).groups()  # type: ignore[union-attr]
+    if kind in ("http", "tcp") and port:
+        return Check(kind, int(port), path or "/", (), like.timeout_s)
+    return like
 
 
 def describe(check: Check) -> str:

@@ -265,8 +265,10 @@ def unit_objects(host: str, files: Mapping[str, str], show: Mapping[str, Mapping
             else (_state_words(states[instances[0]]) if instances else "no instances")
         workload = unit_value(main, "Unit", "X-Hxpc-Name") or None
         deps = tuple(unit_value(main, "Unit", "X-Hxpc-DependsOn").split())
+        serving = frozenset(i for i, s in states.items() if s and s.get("ActiveState") == "active")
         out.append(LiveObject(ObjectKey(TARGET, host, "unit", name), {"files": parsed, "enabled": enabled},
-                              owned=True, workload=workload, depends_on=deps, running=running, status=status))
+                              owned=True, workload=workload, depends_on=deps, running=running, status=status,
+                              serving=serving))
     return out
 
 

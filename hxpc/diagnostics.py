@@ -47,6 +47,10 @@ CODES: dict[str, str] = {
     "HX107": "unknown environment",
     "HX108": "invalid overlay",
     "HX109": "unsupported YAML construct",
+    "HX110": "file too large",
+    "HX111": "control character",
+    "HX112": "nesting too deep",
+    "HX113": "too many values",
     # HX2xx: schema
     "HX201": "unknown field",
     "HX202": "wrong type",
@@ -72,6 +76,7 @@ CODES: dict[str, str] = {
     "HX311": "host not in the systemd target",
     "HX312": "name used twice",
     "HX313": "no placement",
+    "HX314": "too many replicas",
     # HX4xx: target limits (compile)
     "HX401": "field not expressible by target",
     "HX402": "invalid monitoring rule",

@@ -18,18 +18,20 @@ import functools
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from hxpc import limits
 from hxpc.compiler.fieldrules import Bounds, reject
 from hxpc.compiler.fieldtypes import (
     SPEC_CONFIG,
     Command,
-    Count,
     Cpu,
     Duration,
     EnvValue,
     EnvVar,
+    Gpus,
     Name,
     Port,
     ProjectName,
+    Replicas,
     Restart,
     Size,
 )
@@ -46,7 +48,7 @@ class GpuBudget:
     """A host's GPUs: how many, which product, and the memory of each."""
 
     __pydantic_config__ = SPEC_CONFIG
-    count: Count
+    count: Gpus
     """number of GPUs on the host"""
     model: str
     """GPU product, e.g. A100-80GB; kubernetes uses it as node selector"""
@@ -92,7 +94,7 @@ class Resources:
     __pydantic_config__ = SPEC_CONFIG
     cpu: Cpu | None = None
     memory: Size | None = None
-    gpus: Count = 0
+    gpus: Gpus = 0
     """GPUs per replica"""
 
 
@@ -132,7 +134,7 @@ class Health:
     exec: Command | None = None
     interval: Duration = 10_000
     timeout: Duration = 3_000
-    retries: Annotated[int, Bounds(ge=1)] = 3
+    retries: Annotated[int, Bounds(ge=1, le=limits.MAX_RETRIES)] = 3
     start_period: Duration = 0
 
     def __post_init__(self) -> None:
@@ -197,7 +199,7 @@ class Service:
     secrets: dict[EnvVar, Name] = field(default_factory=dict)
     """environment variable -> secret name"""
     resources: Resources = field(default_factory=Resources)
-    replicas: Count = 1
+    replicas: Replicas = 1
     depends_on: list[Name] = field(default_factory=list)
     health: Health | None = None
     metrics: Metrics | None = None
@@ -220,7 +222,7 @@ class Defaults:
     env: dict[EnvVar, EnvValue] | None = None
     secrets: dict[EnvVar, Name] | None = None
     resources: Resources | None = None
-    replicas: Count | None = None
+    replicas: Replicas | None = None
     depends_on: list[Name] | None = None
     health: Health | None = None
     metrics: Metrics | None = None
@@ -243,15 +245,15 @@ class LlmModel:
     """hub id or absolute local path"""
     revision: str | None = None
     served_name: str | None = None
-    params_b: Annotated[float, Bounds(gt=0)]
+    params_b: Annotated[float, Bounds(gt=0, le=limits.MAX_PARAMS_B)]
     """parameters in billions, for the GPU memory check"""
     dtype: Dtype = "bfloat16"
     quantization: Quantization | None = None
-    max_model_len: Annotated[int, Bounds(ge=1)] | None = None
-    tensor_parallel: Annotated[int, Bounds(ge=1)] = 1
+    max_model_len: Annotated[int, Bounds(ge=1, le=limits.MAX_MODEL_LEN)] | None = None
+    tensor_parallel: Annotated[int, Bounds(ge=1, le=limits.MAX_GPUS)] = 1
     """GPUs per replica"""
     gpu_memory_utilization: Annotated[float, Bounds(gt=0, le=1)] = 0.9
-    replicas: Count = 1
+    replicas: Replicas = 1
     port: Port = 8000
     image: str = DEFAULT_VLLM_IMAGE
     extra_args: list[str] = field(default_factory=list)

@@ -100,11 +100,19 @@ TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="ta
 def compile_(spec: SpecArg, env: EnvsOpt = None, target: TargetsOpt = None,
              output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path("out"),
              check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
+             replace_unowned: Annotated[bool, typer.Option(
+                 "--replace-unowned", help="replace (or delete) files in DIR/<env>/ that hxpc did not write or "
+                                           "that were changed since; without it such files stop the compile "
+                                           "(exit 4) before anything is changed")] = False,
              ) -> int:
-    """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
+    """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run).
+
+    Only files hxpc wrote (listed in DIR/<env>/.hxpc-manifest.json) are replaced or deleted; other files are
+    left where they are.
+    """
     from hxpc.compile_command import compile_command
 
-    return compile_command(spec, env, target, output, check)
+    return compile_command(spec, env, target, output, check, replace_unowned)
 
 
 @app.command()

@@ -15,7 +15,8 @@ from hxpc.compiler.pipeline import environments
 from hxpc.sources import FileSources, stable_name
 
 
-def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool) -> int:
+def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool,
+                    replace_unowned: bool = False) -> int:
     sources = FileSources(spec)
     envs = env or environments(sources)
     targets = target or []
@@ -30,6 +31,6 @@ def compile_command(spec: str, env: list[str] | None, target: list[str] | None, 
             return 2
         sys.stdout.write(f"{output}: up to date ({len(bundle.files)} files)\n")
         return 0
-    written = write_bundle(bundle, output, envs, targets)
+    written = write_bundle(bundle, output, envs, targets, replace_unowned=replace_unowned)
     sys.stdout.write(f"wrote {len(written)} files to {output}/ ({', '.join(envs)})\n")
     return 0

@@ -15,6 +15,7 @@ import functools
 import inspect
 import json
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -150,7 +151,11 @@ def with_backend_options(command: Callable[..., int]) -> Callable[..., int]:
 
     declared = declared_options()
     signature = inspect.signature(command)
-    params = [p for p in signature.parameters.values() if p.name != "backend_options"]
+    # the annotations are strings here (`from __future__ import annotations`), and typer does not resolve those
+    # of a signature it is handed: without this, `--env` became a positional argument
+    hints = typing.get_type_hints(command, include_extras=True)
+    params = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+              if p.name != "backend_options"]
     params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                  annotation=Annotated[str | None, typer.Option(spec.flag, envvar=spec.envvar,
                                                                                help=spec.help)])
@@ -265,13 +270,47 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
                 _err("hxpc: apply cancelled; nothing was changed\n")
                 return 0
     options = engine.ApplyOptions(parallelism=parallelism, metrics_file=metrics_file, lock_ttl_s=lock_ttl)
+    from hxpc.engine.lock import LockHeldBy
+
     try:
         report = engine.apply(the_plan, wiring.backends, env=env, spec_hash=wiring.meta.spec_hash,
                               project=wiring.meta.project, options=options, progress=engine.make_progress())
     except (engine.ApplyFailed, engine.ApplyInterrupted) as exc:
         _out(exc.report.render())
         raise
+    except LockHeldBy as exc:  # name the exact command that breaks the lock
+        command = f"hxpc unlock {spec} --env {env}"
+        raise LockHeldBy(str(exc).replace("hxpc unlock SPEC --env ENV", command), exc.holder, exc.since,
+                         exc.lock_id) from None
     _out(report.render())
+    return 0
+
+
+@app.command()
+@with_backend_options
+def unlock(spec: SpecArg, env: EnvOpt,
+           lock_id: Annotated[str, typer.Option("--lock-id", help="the id of the lock to break, as a refused "
+                                                                 "apply printed it", show_default=False)],
+           target: TargetsOpt = None, backend_options: BackendOptions | None = None) -> int:
+    """Break the apply lock LOCK_ID of SPEC's environment on every live system (like `terraform force-unlock`).
+
+    Use it when the apply holding the lock is gone but cannot be proven dead from here (it ran on another
+    machine or container); an apply whose holder died on this machine is taken over at once anyway. Refused
+    (exit 4, nothing changed) when a lock held carries another id.
+    """
+    from hxpc.engine.lock import LockPrimitives, break_locks
+
+    wiring = _wire(spec, env, target, backend_options or {})
+    primitives = {}
+    for name, backend in sorted(wiring.backends.items()):
+        if not isinstance(backend, LockPrimitives):
+            raise UsageError(f"the `{name}` backend cannot list its locks; break them with its own tools")
+        primitives.update({f"{name} {where}": p for where, p in backend.lock_primitives().items()})
+    broken = break_locks(primitives, lock_id)
+    if not broken:
+        _out(f"no apply lock is held for {wiring.meta.project}/{env}; nothing to do\n")
+    for where, info in broken:
+        _out(f"broke lock {info.lock_id} of {info.holder} (since {info.since_iso}) on {where}\n")
     return 0
 
 

@@ -33,13 +33,19 @@ SSH_PERSIST_S = 60  # the master outlives a killed hxpc by at most this long
 
 # Writes go to a temporary name in the target's directory (same file system: the rename is atomic),
 # created by mktemp with mode 0600, so a secret is never readable by others, not even for a moment.
+# The content arrives on stdin, and a killed hxpc (or a cut connection) ends stdin early without
+# stopping the remote shell: the size is checked before the rename, so a short file is never renamed
+# into place. Temporary files that a killed shell left behind are removed once they are old.
 _PUT = r"""set -eu
-path=$1 mode=$2 owner=$3 dirmode=$4
+path=$1 mode=$2 owner=$3 dirmode=$4 size=$5
 dir=$(dirname -- "$path")
 [ -d "$dir" ] || mkdir -p -m "$dirmode" -- "$dir"
+find "$dir" -maxdepth 1 -name '.hxpc.*' -mmin +10 -exec rm -f -- {} + 2>/dev/null || true
 tmp=$(mktemp "$dir/.hxpc.XXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
+got=$(wc -c < "$tmp")
+if [ "$((got))" -ne "$size" ]; then echo "short write: $((got)) of $size bytes arrived" >&2; exit 1; fi
 chown -- "$owner" "$tmp"
 chmod -- "$mode" "$tmp"
 mv -f -- "$tmp" "$path"
@@ -110,7 +116,8 @@ class Transport(abc.ABC):
     def put_file(self, path: str, data: bytes, *, mode: int = 0o644, owner: str = "root:root",
                  dir_mode: int = 0o755) -> None:
         """Write `data` to `path` atomically (temporary name in the same directory, then `mv -f`)."""
-        self.check(_PUT, path, f"{mode:04o}", owner, f"{dir_mode:04o}", input=data, what=f"writing {path}")
+        self.check(_PUT, path, f"{mode:04o}", owner, f"{dir_mode:04o}", str(len(data)), input=data,
+                   what=f"writing {path}")
 
     def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""

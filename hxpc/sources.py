@@ -40,6 +40,11 @@ def _overlay_env(spec_name: str, candidate: str) -> str | None:
     return None
 
 
+def too_large(file: str, size: int) -> Diagnostic:
+    return Diagnostic("HX110", f"{file} is {size:,} bytes; hxpc reads spec files of at most {MAX_FILE_BYTES:,}",
+                      Span(file, 1, 1, 1, 1), hint="split the stack into several specs")
+
+
 def decode(data: bytes, name: str) -> str:
     """The file's text; a byte that is not UTF-8 is an error at its line and column."""
     try:
@@ -73,8 +78,6 @@ class FileSources:
             raise SpecError([Diagnostic("HX106", f"cannot read {name}: {exc.strerror or exc}",
                                         hint="check the path and that the file is UTF-8 text")]) from None
         if len(data) > MAX_FILE_BYTES:
-            from hxpc.compiler.load import too_large
-
             raise SpecError([too_large(name, Path(name).stat().st_size)])
         return decode(data, name)
 

@@ -33,6 +33,7 @@ from ruamel.yaml.tag import Tag
 from hxpc.diagnostics import Diagnostic, Span
 from hxpc.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_INT_DIGITS, MAX_VALUES
 from hxpc.records import record
+from hxpc.sources import too_large
 
 KeyPart = str | int
 KeyPath = tuple[KeyPart, ...]
@@ -188,11 +189,6 @@ def _text_problems(text: str, file: str) -> Diagnostic | None:
     if _depth_bound(text) > MAX_DEPTH:
         return _too_deep(text, file)
     return None
-
-
-def too_large(file: str, size: int) -> Diagnostic:
-    return Diagnostic("HX110", f"{file} is {size:,} bytes; hxpc reads spec files of at most {MAX_FILE_BYTES:,}",
-                      Span(file, 1, 1, 1, 1), hint="split the stack into several specs")
 
 
 def load_document(text: str, file: str) -> Document:

@@ -184,7 +184,7 @@ def _exercise(primitive: LockPrimitive, read_back: bool = True) -> None:
     mine = new_lock_info("spec", 60)
     assert primitive.try_create(mine.to_dict())
     assert not primitive.try_create(new_lock_info("other", 60).to_dict())
-    renew = getattr(primitive, "renew")
+    renew = primitive.renew  # type: ignore[attr-defined]
     later = replace(mine, renewed=mine.since + 30)
     assert renew(later.to_dict())
     if read_back:
@@ -214,9 +214,10 @@ def docker_client() -> Iterator[object]:
 
 def _docker_spec(tmp_path: Path, project: str) -> Path:
     spec = tmp_path / f"{project}.yaml"
-    spec.write_text("# a spec (JSON is YAML)\n" + json.dumps({"apiVersion": "hxpc/v1", "project": project, "targets": {"compose": {}},
-                                "services": {"web": {"image": "hxpc-test/busybox:1", "command": ["/bin/httpd"],
-                                                     "args": ["-f", "-p", "8080"], "ports": {"http": 8080}}}}))
+    doc = {"apiVersion": "hxpc/v1", "project": project, "targets": {"compose": {}},
+           "services": {"web": {"image": "hxpc-test/busybox:1", "command": ["/bin/httpd"],
+                                "args": ["-f", "-p", "8080"], "ports": {"http": 8080}}}}
+    spec.write_text("# a spec (JSON is YAML)\n" + json.dumps(doc))
     return spec
 
 
@@ -262,11 +263,12 @@ def test_hxpc_unlock_breaks_a_lock_from_another_machine_only_by_its_id(tmp_path:
         wrong = _hxpc("unlock", str(spec), "--env", "default", "--lock-id", "not-the-id")
         assert wrong.returncode == 4 and f"lock id {foreign.lock_id}" in wrong.stderr and "nothing was changed" \
             in wrong.stderr
-        assert docker_client.api.containers(all=True, filters={"name": f"^/hxpc-lock-{project}-default$"})  # type: ignore[attr-defined]
+        lock_name = f"^/hxpc-lock-{project}-default$"
+        assert docker_client.api.containers(all=True, filters={"name": lock_name})  # type: ignore[attr-defined]
         done = _hxpc("unlock", str(spec), "--env", "default", "--lock-id", foreign.lock_id)
         assert done.returncode == 0, done.stderr
         assert f"broke lock {foreign.lock_id} of ci@runner-9 pid 5741" in done.stdout
-        assert not docker_client.api.containers(all=True, filters={"name": f"^/hxpc-lock-{project}-default$"})  # type: ignore[attr-defined]
+        assert not docker_client.api.containers(all=True, filters={"name": lock_name})  # type: ignore[attr-defined]
         again = _hxpc("unlock", str(spec), "--env", "default", "--lock-id", foreign.lock_id)
         assert again.returncode == 0 and "no apply lock is held" in again.stdout
         held.released = True

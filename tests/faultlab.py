@@ -227,8 +227,8 @@ class DockerLab(Lab):
 
     def plant(self) -> None:
         self.docker("exec", f"{self.project}-{ENV}-db-1", "sh", "-c", "echo planted > /data/marker")
-        made = self.docker("run", "-d", "--name", f"{self.project}-{ENV}-foreign", "--label", f"hxpc.lab={self.project}",
-                           BUSYBOX, "/bin/httpd", "-f", "-p", "9", "-h", "/www")
+        made = self.docker("run", "-d", "--name", f"{self.project}-{ENV}-foreign", "--label",
+                           f"hxpc.lab={self.project}", BUSYBOX, "/bin/httpd", "-f", "-p", "9", "-h", "/www")
         self.foreign = made.strip()
 
     def lost(self) -> str:
@@ -278,7 +278,7 @@ class SystemdLab(Lab):
     """Two native busybox services on a systemd host, one with a state directory holding data."""
 
     target = "systemd (docker:// host)"
-    HTTPD = ["/bin/busybox", "httpd", "-f", "-p", "${PORT_HTTP}", "-h", "/srv"]
+    HTTPD = ("/bin/busybox", "httpd", "-f", "-p", "${PORT_HTTP}", "-h", "/srv")
 
     def __init__(self, tmp: Path, host: str, address: str | None = None, env: dict[str, str] | None = None,
                  port: int = 0):
@@ -295,7 +295,7 @@ class SystemdLab(Lab):
 
     def spec_doc(self, version: int) -> dict[str, Any]:
         def svc(port: int, replicas: int, **extra: Any) -> dict[str, Any]:
-            return {"exec": self.HTTPD, "ports": {"http": port}, "hosts": ["h1"], "replicas": replicas,
+            return {"exec": list(self.HTTPD), "ports": {"http": port}, "hosts": ["h1"], "replicas": replicas,
                     "env": {"VERSION": str(version)},
                     "health": {"http": {"path": "/health", "port": "http"}, "interval": "500ms", "timeout": "1s",
                                "retries": 2}, **extra}
@@ -319,7 +319,8 @@ class SystemdLab(Lab):
         text = self.sh(f"cat /etc/systemd/system/{self.foreign_unit}", check=False)
         active = self.sh(f"systemctl is-active {self.foreign_unit}", check=False).strip()
         if text != self.foreign_text or active != "active":
-            problems.append(f"the foreign unit is {active} and {'unchanged' if text == self.foreign_text else 'changed'}")
+            changed = "unchanged" if text == self.foreign_text else "changed"
+            problems.append(f"the foreign unit is {active} and {changed}")
         return "; ".join(problems)
 
     def leftovers(self) -> str:

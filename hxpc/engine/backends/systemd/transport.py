@@ -30,6 +30,12 @@ from hxpc.errors import BackendError
 
 DEFAULT_TIMEOUT_S = 60.0
 SSH_PERSIST_S = 60  # the master outlives a killed hxpc by at most this long
+# A host that does not answer (a dropped SYN, or a TCP peer that never sends its banner) fails within this
+# long instead of the system's TCP timeout (minutes); a connection that goes silent mid-command is declared
+# dead after SSH_ALIVE_S x 3. Both are transient failures naming the host. `-o` options given here win over
+# the user's ssh config, so these are the bounds hxpc promises.
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_ALIVE_S = 10
 
 # Writes go to a temporary name in the target's directory (same file system: the rename is atomic),
 # created by mktemp with mode 0600, so a secret is never readable by others, not even for a moment.
@@ -223,7 +229,8 @@ class SshTransport(Transport):
 
     def options(self) -> list[str]:
         opts = ["-F", self.ssh_config] if self.ssh_config else []
-        opts += ["-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+        opts += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+                 "-o", f"ServerAliveInterval={SSH_ALIVE_S}", "-o", "ServerAliveCountMax=3", "-o", "ControlMaster=auto",
                  "-o", f"ControlPath={self._control_dir()}/%C", "-o", f"ControlPersist={SSH_PERSIST_S}"]
         if self.address.port is not None:
             opts += ["-p", str(self.address.port)]

@@ -93,20 +93,16 @@ class Tally:
                 f"{median:.1f} / {worst:.1f} |")
 
 
-def hxpc(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hxpc", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
-
-
 class Lab:
     """One project on one live system; subclasses say how to write the spec, plant and check data."""
 
     target = ""
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 wrap: Callable[[list[str]], list[str]] = lambda argv: argv):
         self.tmp = tmp
         self.env = env or {}
+        self.wrap = wrap  # how hxpc's commands are run (in the second engine's network namespace)
         self.spec = tmp / "lab.yaml"
         self.version = 0
 
@@ -133,15 +129,20 @@ class Lab:
         self.version = version
         self.spec.write_text("# written by tests/faultlab.py\n" + json.dumps(self.spec_doc(version), indent=1))
 
+    def hxpc(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.wrap([sys.executable, "-m", "hxpc", *args]), capture_output=True, text=True,
+                              cwd=self.tmp, env={**os.environ, **self.env}, timeout=timeout)
+
     def apply(self, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return hxpc("apply", str(self.spec), "--env", ENV, "--yes", cwd=self.tmp, env=self.env, timeout=timeout)
+        return self.hxpc("apply", str(self.spec), "--env", ENV, "--yes", timeout=timeout)
 
     def plan_is_empty(self) -> tuple[bool, str]:
-        done = hxpc("plan", str(self.spec), "--env", ENV, "--detailed-exitcode", cwd=self.tmp, env=self.env)
+        done = self.hxpc("plan", str(self.spec), "--env", ENV, "--detailed-exitcode")
         return done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
 
     def start_apply(self) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "hxpc", "apply", str(self.spec), "--env", ENV, "--yes"],
+        return subprocess.Popen(self.wrap([sys.executable, "-m", "hxpc", "apply", str(self.spec), "--env", ENV,
+                                           "--yes"]),
                                 cwd=self.tmp, env={**os.environ, **self.env}, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
 
@@ -199,8 +200,9 @@ class DockerLab(Lab):
 
     target = "compose (Docker Engine)"
 
-    def __init__(self, tmp: Path, env: dict[str, str] | None = None):
-        super().__init__(tmp, env)
+    def __init__(self, tmp: Path, env: dict[str, str] | None = None,
+                 wrap: Callable[[list[str]], list[str]] = lambda argv: argv):
+        super().__init__(tmp, env, wrap)
         self.project = f"hxk{uuid.uuid4().hex[:8]}"
         self.port = free_port()
         self.foreign = ""
@@ -236,9 +238,10 @@ class DockerLab(Lab):
         said = self.docker("exec", f"{self.project}-{ENV}-db-1", "cat", "/data/marker", check=False).strip()
         if said != "planted":
             problems.append(f"the volume's marker file reads {said!r}")
-        state = self.docker("inspect", "-f", "{{.Id}} {{.State.Running}}", f"{self.project}-{ENV}-foreign",
+        # the same container under the same name (an engine restart may stop it; hxpc must not touch it)
+        state = self.docker("inspect", "-f", "{{.Id}} {{.Name}}", f"{self.project}-{ENV}-foreign",
                             check=False).strip()
-        if not self.foreign or state != f"{self.foreign} true":
+        if not self.foreign or state != f"{self.foreign} /{self.project}-{ENV}-foreign":
             problems.append(f"the foreign container is {state or 'gone'}")
         return "; ".join(problems)
 
@@ -335,3 +338,119 @@ class SystemdLab(Lab):
                 f"rm -rf {self.project}-* /var/lib/hxpc/{self.project} /etc/hxpc/{self.project}-* "
                 f"/run/lock/hxpc-{self.project}-*; systemctl stop {self.foreign_unit} 2>/dev/null; "
                 f"rm -f {self.foreign_unit}; systemctl daemon-reload; true", check=False)
+
+
+# -- faults of the live systems --------------------------------------------------------------------------------------
+
+
+class SecondEngine:
+    """A Docker Engine of the test's own (socket, data root, exec root), in a network namespace of its own, so
+    restarting it disturbs no one else; the busybox test image is loaded into it from the machine's engine.
+
+    Its own network namespace, because dockerd started beside another one changes the machine's network (with
+    `--bridge none` it deletes `docker0`, which the shared engine's containers use). hxpc's commands reach it
+    through `DOCKER_HOST` and are run in that namespace (`wrap`), where its published ports answer.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.socket = root / "d.sock"
+        self.host = f"unix://{self.socket}"
+        self.netns = f"hxd{uuid.uuid4().hex[:8]}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--net=/run/netns/{self.netns}", "--", *argv]  # not `ip netns exec`: it hides cgroups
+
+    def setup(self) -> None:
+        subprocess.run(["ip", "netns", "add", self.netns], check=True, capture_output=True)
+        subprocess.run(self.wrap(["ip", "link", "set", "lo", "up"]), check=True, capture_output=True)
+        self.start()
+
+    def teardown(self) -> None:
+        self.stop()
+        subprocess.run(["umount", "-R", str(self.root / "data")], capture_output=True)
+        subprocess.run(["ip", "netns", "delete", self.netns], capture_output=True)
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = open(self.root / "dockerd.log", "ab")  # noqa: SIM115 - the daemon writes it as long as it runs
+        self.proc = subprocess.Popen(self.wrap(
+            ["dockerd", "--host", self.host, "--data-root", str(self.root / "data"), "--exec-root",
+             str(self.root / "exec"), "--pidfile", str(self.root / "d.pid")]), stdout=log, stderr=log)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "-H", self.host, "version", "--format", "{{.Server.Version}}"],
+                             capture_output=True, timeout=10).returncode != 0:
+            assert self.proc.poll() is None, (self.root / "dockerd.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "the second dockerd did not answer within 60 s"
+            time.sleep(0.2)
+
+    def load(self, image: str) -> None:
+        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True, timeout=120).stdout
+        docker("-H", self.host, "load", input=saved)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, down_s: float) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+
+def interrupted_apply(lab: Lab, fault: Callable[[], None], at: float) -> tuple[subprocess.CompletedProcess[str],
+                                                                                   Outcome]:
+    """Start an apply of a changed spec, inject `fault` `at` seconds in, let the apply end by itself, then
+    converge. The faulted apply must end with 0 or 1 and the live system's error, never a traceback."""
+    lab.write(lab.version + 1)
+    proc = lab.start_apply()
+    time.sleep(at)
+    fault()
+    out, _ = proc.communicate(timeout=900)
+    faulted = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    return faulted, lab.converge()
+
+
+class SilentHost:
+    """A TCP port that accepts connections and never says a word: a host that does not answer ssh."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def enable_ssh(host: str, tmp: Path) -> tuple[str, Path]:
+    """Start sshd in the systemd host container with a fresh key; its address and an ssh config for it."""
+    key = tmp / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    docker("exec", "-i", host, "sh", "-c", "mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && "
+           "chmod 600 /root/.ssh/authorized_keys && systemctl start ssh", input=key.with_suffix(".pub").read_bytes())
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host).strip()
+    config = tmp / "ssh_config"
+    config.write_text(f"Host {ip}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    for _ in range(80):  # sshd starts asynchronously
+        if subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", ip, "true"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.25)
+    return ip, config
+
+
+def cut_ssh(host: str) -> None:
+    """Kill every ssh session on the host (the master connection hxpc multiplexes over), keeping sshd itself."""
+    pids = docker("exec", host, "sh", "-c", "pgrep -f '^sshd: root' || true").split()
+    if pids:
+        docker("exec", host, "kill", "-9", *pids, check=False)

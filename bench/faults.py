@@ -14,7 +14,6 @@ Run: python bench/faults.py [KILLS_PER_TARGET [FAULT_RUNS]]   (default 10 and 3)
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
@@ -39,6 +38,7 @@ from faultlab import (  # noqa: E402 - tests/ holds the lab the tests share
     enable_ssh,
     interrupted_apply,
     start_systemd_host,
+    unreachable_spec,
 )
 
 
@@ -59,11 +59,7 @@ def unreachable(tmp: Path, host: str, runs: int) -> Tally:
     silent = SilentHost()
     lab = SystemdLab(tmp, host)
     try:
-        doc = lab.spec_doc(1)
-        doc["hosts"]["h2"] = {"address": f"ssh://root@127.0.0.1:{silent.port}"}
-        doc["targets"]["systemd"]["hosts"] = ["h1", "h2"]
-        doc["services"]["web"]["hosts"] = ["h2"]
-        lab.spec.write_text("# bench\n" + json.dumps(doc))
+        unreachable_spec(lab, silent.port)
         for _ in range(runs):
             started = time.monotonic()
             done = lab.hxpc("plan", str(lab.spec), "--env", "test")

@@ -262,6 +262,7 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
         the_plan = _plan_live(wiring, spec)
         _out(engine.render_text(the_plan))
         if not the_plan.has_changes:
+            _reap_dead_locks(wiring)
             return 0
         if not yes:
             if not sys.stdin.isatty():
@@ -284,6 +285,16 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
                          exc.lock_id) from None
     _out(report.render())
     return 0
+
+
+def _reap_dead_locks(wiring: Wiring) -> None:
+    """Nothing to change: still remove the locks that applies killed on this machine left behind."""
+    from hxpc.engine.lock import LockPrimitives, reap_dead
+
+    for name, backend in sorted(wiring.backends.items()):
+        if isinstance(backend, LockPrimitives):
+            for said in reap_dead(backend.lock_primitives()):
+                _err(f"hxpc: note: {name}: {said}\n")
 
 
 @app.command()

@@ -449,6 +449,15 @@ def enable_ssh(host: str, tmp: Path) -> tuple[str, Path]:
     return ip, config
 
 
+def unreachable_spec(lab: SystemdLab, port: int) -> None:
+    """The lab's spec with a second host `h2` at `port` of this machine (a `SilentHost`), where `web` runs."""
+    doc = lab.spec_doc(1)
+    doc["hosts"]["h2"] = {"address": f"ssh://root@127.0.0.1:{port}"}
+    doc["targets"]["systemd"]["hosts"] = ["h1", "h2"]
+    doc["services"]["web"]["hosts"] = ["h2"]
+    lab.spec.write_text("# written by tests/faultlab.py\n" + json.dumps(doc))
+
+
 def cut_ssh(host: str) -> None:
     """Kill every ssh session on the host (the master connection hxpc multiplexes over), keeping sshd itself."""
     pids = docker("exec", host, "sh", "-c", "pgrep -f '^sshd: root' || true").split()

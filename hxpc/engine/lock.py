@@ -17,6 +17,8 @@ else is built here, once, for every primitive:
   its lock however long its image pulls or gates take; it is also sized above
   the plan's health-gate budgets, which bounds it for a primitive that cannot
   renew. A renewal that finds the lock no longer theirs stops the apply.
+- An apply with nothing to change removes the locks of holders that provably
+  died here (`reap_dead`): one killed after its last change leaves no lock.
 - `break_locks` is `hxpc unlock`: it removes the locks carrying one lock id,
   and refuses, touching nothing, when a lock held carries another.
 """
@@ -339,6 +341,25 @@ class Renewal:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=120)
+
+
+def reap_dead(primitives: Mapping[str, LockPrimitive]) -> list[str]:
+    """Remove the locks whose holder provably died on this machine (an apply killed after its last change,
+    which the next apply, finding nothing to change, would otherwise leave); what was removed, said."""
+    reaped = []
+    for where, primitive in primitives.items():
+        payload = primitive.read()
+        if payload is None:
+            continue
+        try:
+            held = LockInfo.from_dict(payload)
+        except (KeyError, ValueError):
+            continue
+        gone = holder_gone(held)
+        if gone is not None:
+            primitive.remove(payload)
+            reaped.append(f"removed the lock {held.lock_id} on {where}: {gone}")
+    return reaped
 
 
 def break_locks(primitives: Mapping[str, LockPrimitive], lock_id: str) -> list[tuple[str, LockInfo]]:

@@ -7,7 +7,6 @@ traceback, and the next apply converges with nothing lost. The scenarios are tes
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -21,16 +20,14 @@ import pytest
 from conftest import require, require_tool
 from faultlab import (
     BUSYBOX,
-    SYSTEMD_IMAGE,
     DockerLab,
     SecondEngine,
     SilentHost,
     SystemdLab,
     cut_ssh,
-    docker,
     enable_ssh,
     interrupted_apply,
-    start_systemd_host,
+    unreachable_spec,
 )
 
 RUNS = int(os.environ.get("HXPC_FAULT_RUNS", "1"))
@@ -74,19 +71,6 @@ def test_the_docker_engine_restarting_mid_apply(tmp_path: Path, engine: SecondEn
         assert outcome.converged and not outcome.data_lost, f"restarted at {at:.1f}s: {outcome.detail}"
 
 
-@pytest.fixture(scope="module")
-def systemd_host() -> Iterator[str]:
-    require_tool("docker")
-    require(f"the image {SYSTEMD_IMAGE} is missing (.ci/build-test-images.sh builds it)",
-            subprocess.run(["docker", "image", "inspect", SYSTEMD_IMAGE], capture_output=True).returncode == 0)
-    name = f"hxpc-sdf-{uuid.uuid4().hex[:6]}"
-    try:
-        start_systemd_host(name)
-        yield name
-    finally:
-        docker("rm", "-f", name, check=False)
-
-
 @pytest.mark.systemd
 def test_the_ssh_connection_cut_mid_wave(tmp_path: Path, systemd_host: str) -> None:
     require_tool("ssh")
@@ -116,11 +100,7 @@ def test_a_host_that_does_not_answer_fails_the_plan_in_bounded_time_naming_it(tm
     silent = SilentHost()
     lab = SystemdLab(tmp_path, systemd_host)
     try:
-        doc = lab.spec_doc(1)
-        doc["hosts"]["h2"] = {"address": f"ssh://root@127.0.0.1:{silent.port}"}
-        doc["targets"]["systemd"]["hosts"] = ["h1", "h2"]
-        doc["services"]["web"]["hosts"] = ["h2"]
-        lab.spec.write_text("# a spec\n" + json.dumps(doc))
+        unreachable_spec(lab, silent.port)
         for command in ("plan", "apply"):
             started = time.monotonic()
             done = lab.hxpc(command, str(lab.spec), "--env", "test", *(["--yes"] if command == "apply" else []))

@@ -12,13 +12,11 @@ from __future__ import annotations
 import os
 import random
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import require, require_tool
-from faultlab import SYSTEMD_IMAGE, DockerLab, Outcome, SystemdLab, docker, start_systemd_host
+from faultlab import DockerLab, Outcome, SystemdLab
 
 RUNS = int(os.environ.get("HXPC_KILL_RUNS", "3"))
 SEED = int(os.environ.get("HXPC_KILL_SEED", str(random.randrange(1 << 30))))
@@ -38,19 +36,6 @@ def test_kill_9_at_random_moments_of_a_docker_apply(tmp_path: Path) -> None:
         assert tally.converged == RUNS and tally.data_lost == 0
     finally:
         lab.cleanup()
-
-
-@pytest.fixture(scope="module")
-def systemd_host() -> Iterator[str]:
-    require_tool("docker")
-    require(f"the image {SYSTEMD_IMAGE} is missing (.ci/build-test-images.sh builds it)",
-            subprocess.run(["docker", "image", "inspect", SYSTEMD_IMAGE], capture_output=True).returncode == 0)
-    name = f"hxpc-sdk-{uuid.uuid4().hex[:6]}"
-    try:
-        start_systemd_host(name)
-        yield name
-    finally:
-        docker("rm", "-f", name, check=False)
 
 
 @pytest.mark.systemd

@@ -212,11 +212,11 @@ def docker_client() -> Iterator[object]:
     client.close()
 
 
-def _docker_spec(tmp_path: Path, project: str) -> Path:
+def _docker_spec(tmp_path: Path, project: str, port: int = 8080) -> Path:
     spec = tmp_path / f"{project}.yaml"
     doc = {"apiVersion": "hxpc/v1", "project": project, "targets": {"compose": {}},
            "services": {"web": {"image": "hxpc-test/busybox:1", "command": ["/bin/httpd"],
-                                "args": ["-f", "-p", "8080"], "ports": {"http": 8080}}}}
+                                "args": ["-f", "-p", str(port), "-h", "/www"], "ports": {"http": port}}}}
     spec.write_text("# a spec (JSON is YAML)\n" + json.dumps(doc))
     return spec
 
@@ -274,6 +274,30 @@ def test_hxpc_unlock_breaks_a_lock_from_another_machine_only_by_its_id(tmp_path:
         held.released = True
     finally:
         api = docker_client.api  # type: ignore[attr-defined]
+        for c in api.containers(all=True, filters={"label": f"hxpc.dev/project={project}"}) + api.containers(
+                all=True, filters={"name": f"hxpc-lock-{project}"}):
+            api.remove_container(c["Id"], force=True)
+        for net in api.networks(filters={"label": f"hxpc.dev/project={project}"}):
+            api.remove_network(net["Id"])
+
+
+def test_an_apply_with_nothing_to_change_removes_the_lock_a_killed_apply_left(tmp_path: Path,
+                                                                              docker_client: object) -> None:
+    from faultlab import free_port
+
+    project = f"hxl{uuid.uuid4().hex[:8]}"
+    spec = _docker_spec(tmp_path, project, free_port())
+    api = docker_client.api  # type: ignore[attr-defined]
+    try:
+        first = _hxpc("apply", str(spec), "--env", "default", "--yes")
+        assert first.returncode == 0, first.stdout + first.stderr
+        dead, _ = _lock_of_a_process(alive=False)  # as if killed after its last change, before releasing
+        _docker_backend(spec, docker_client).lock(dead)  # type: ignore[attr-defined]
+        again = _hxpc("apply", str(spec), "--env", "default", "--yes")
+        assert again.returncode == 0, again.stderr
+        assert f"removed the lock {dead.lock_id}" in again.stderr and "is no longer running" in again.stderr
+        assert not api.containers(all=True, filters={"name": f"^/hxpc-lock-{project}-default$"})
+    finally:
         for c in api.containers(all=True, filters={"label": f"hxpc.dev/project={project}"}) + api.containers(
                 all=True, filters={"name": f"hxpc-lock-{project}"}):
             api.remove_container(c["Id"], force=True)

@@ -89,6 +89,9 @@ def _in_scope(rel: str, targets: list[str]) -> bool:
 
 def _plan_env(env_dir: Path, files: dict[str, bytes], targets: list[str]) -> _EnvPlan:
     plan = _EnvPlan(env_dir, files, manifest={rel: _digest(data) for rel, data in files.items()})
+    if env_dir.is_symlink() or (env_dir.exists() and not env_dir.is_dir()):
+        plan.in_the_way.append(f"{env_dir.name} (not hxpc's, where hxpc writes a folder)")
+        return plan
     written = read_manifest(env_dir)
     existing = _existing(env_dir)
     parents = {p for rel in files for p in _parents(rel)}

@@ -161,3 +161,13 @@ def test_a_full_disk_fails_with_the_os_error_and_leaves_the_output_intact(small_
     (small_disk / "filler").unlink()
     assert _hxpc("compile", SPEC, "-o", str(out)).returncode == 0
     assert (out / "prod" / "NOTES.md").read_text() == "my notes\n"
+
+
+def test_a_file_or_link_where_an_environment_folder_goes_is_in_the_way(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = _small_spec(tmp_path, {"web": 8080})
+    (out / "default").write_text("mine\n")
+    done = _hxpc("compile", str(spec), "-o", str(out))
+    assert done.returncode == 4 and "default (not hxpc's, where hxpc writes a folder)" in done.stderr
+    assert (out / "default").read_text() == "mine\n" and sorted(p.name for p in out.iterdir()) == ["default"]

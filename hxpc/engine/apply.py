@@ -304,7 +304,9 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
                    for _, actions in plan.waves()]
         info = opts.lock_info or new_lock_info(spec_hash, opts.lock_ttl_s or lock_ttl(budgets))
         for target in used:
-            handle = backends[target].lock(info)
+            # a live system restarting may answer again within the retry budget; a lock already taken by a
+            # first attempt whose answer was lost is recognised by its id (`acquire`)
+            handle = run.retry(partial(backends[target].lock, info), f"locking {target}", None, run.stop)
             locks.append(handle)
             for old, why in took_over(handle):
                 run.report.notes.append(f"took over the {target} lock {old.lock_id} of {old.holder} "

@@ -279,6 +279,8 @@ def acquire(primitive: LockPrimitive, info: LockInfo, what: str,
             held = LockInfo.from_dict(current)
         except (KeyError, ValueError):
             held = LockInfo("an unreadable lock", 0.0, "", 0, "unreadable")  # corrupt: nobody can prove they hold it
+        if info.lock_id and held.lock_id == info.lock_id:  # a retried create whose first attempt went through
+            return PrimitiveLock(primitive, info, taken, took_over_why=why)
         gone = holder_gone(held)
         if gone is None and not held.expired(clock()):
             raise LockHeldBy(_held_message(what, held, clock()), held.holder, held.since_iso, held.lock_id)

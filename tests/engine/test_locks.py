@@ -303,3 +303,24 @@ def test_an_apply_with_nothing_to_change_removes_the_lock_a_killed_apply_left(tm
             api.remove_container(c["Id"], force=True)
         for net in api.networks(filters={"label": f"hxpc.dev/project={project}"}):
             api.remove_network(net["Id"])
+
+
+def test_a_create_retried_after_a_lost_answer_finds_its_own_lock() -> None:
+    from hxpc.engine.backend import TransientError
+
+    class LostAnswer(MemoryLock):
+        def try_create(self, payload: Mapping[str, str]) -> bool:
+            made = super().try_create(payload)
+            if made and self.renewals == 0:
+                self.renewals = -1  # once: the lock is taken, but the answer never arrives
+                raise TransientError("connection reset")
+            return made
+
+    store = LostAnswer()
+    mine = new_lock_info("x", 900)
+    with pytest.raises(TransientError):
+        acquire(store, mine, "demo/prod")
+    handle = acquire(store, mine, "demo/prod")  # the executor's retry
+    assert handle.took_over is None and store.payload is not None
+    handle.release()
+    assert store.payload is None

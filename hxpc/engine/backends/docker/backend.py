@@ -87,7 +87,7 @@ def translate(exc: BaseException, what: str) -> BackendError:
         return BackendError(f"{what}: {message}" + (f" (HTTP {status})" if status else ""))
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout |
                   requests.exceptions.ChunkedEncodingError | ConnectionError | TimeoutError):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+        return TransientError(f"{what}: cannot reach the Docker Engine: {type(exc).__name__}: {exc}")
     return BackendError(f"{what}: {exc}")
 
 

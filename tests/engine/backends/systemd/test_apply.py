@@ -400,7 +400,7 @@ def test_a_second_apply_is_refused_while_the_lock_is_held(tmp_path: Path, hosts:
     s.write({"web": service(9001, ["h1"])})
     holder = s.backend().lock(new_lock_info("somehash", 600))
     try:
-        assert sh(hosts.h2, "cat /run/lock/hxpc-sdt-lock-test/info.json").startswith('{"holder"')
+        assert "holder" in json.loads(sh(hosts.h2, "cat /run/lock/hxpc-sdt-lock-test/info.json"))
         with pytest.raises(LockHeld, match=r"another apply holds the lock for sdt-lock/test on host `h1`"):
             s.apply()
     finally:

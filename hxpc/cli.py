@@ -186,8 +186,16 @@ TargetsOpt = Annotated[list[str] | None, typer.Option("--target", "-t", help="ta
 def compile_(spec: SpecsArg, env: EnvsOpt = None, target: TargetsOpt = None,
              output: Annotated[Path, typer.Option("-o", "--output", help="output directory")] = Path("out"),
              check: Annotated[bool, typer.Option("--check", help="write nothing; exit 2 if DIR differs")] = False,
+             replace_unowned: Annotated[bool, typer.Option(
+                 "--replace-unowned", help="replace (or delete) files in DIR/<env>/ that hxpc did not write or "
+                                           "that were changed since; without it such files stop the compile "
+                                           "(exit 4) before anything is changed")] = False,
              ) -> int:
-    """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run)."""
+    """Compile SPEC into DIR/<env>/<target>/... (atomically; byte-identical on every run).
+
+    Only files hxpc wrote (listed in DIR/<env>/.hxpc-manifest.json) are replaced or deleted; other files are
+    left where they are.
+    """
     from hxpc.compile_command import compile_command
     from hxpc.sources import specs_of
 
@@ -195,7 +203,7 @@ def compile_(spec: SpecsArg, env: EnvsOpt = None, target: TargetsOpt = None,
     if len(specs) != 1:
         raise UsageError(f"compile takes one spec, given {len(specs)} ({', '.join(specs)}): their environments "
                          "would share DIR/<env>/; compile each into its own -o DIR")
-    return compile_command(specs[0], env, target, output, check)
+    return compile_command(specs[0], env, target, output, check, replace_unowned)
 
 
 @app.command()
@@ -354,6 +362,7 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
         the_plan = _plan_live(wiring, spec)
         _out(engine.render_text(the_plan))
         if not the_plan.has_changes:
+            _reap_dead_locks(wiring)
             return 0
         if not yes:
             if not sys.stdin.isatty():
@@ -362,13 +371,57 @@ def apply_(target_file: Annotated[str, typer.Argument(metavar="SPEC|PLAN", help=
                 _err("hxpc: apply cancelled; nothing was changed\n")
                 return 0
     options = engine.ApplyOptions(parallelism=parallelism, metrics_file=metrics_file, lock_ttl_s=lock_ttl)
+    from hxpc.engine.lock import LockHeldBy
+
     try:
         report = engine.apply(the_plan, wiring.backends, env=env, spec_hash=wiring.meta.spec_hash,
                               project=wiring.meta.project, options=options, progress=engine.make_progress())
     except (engine.ApplyFailed, engine.ApplyInterrupted) as exc:
         _out(exc.report.render())
         raise
+    except LockHeldBy as exc:  # name the exact command that breaks the lock
+        command = f"hxpc unlock {spec} --env {env}"
+        raise LockHeldBy(str(exc).replace("hxpc unlock SPEC --env ENV", command), exc.holder, exc.since,
+                         exc.lock_id) from None
     _out(report.render())
+    return 0
+
+
+def _reap_dead_locks(wiring: Wiring) -> None:
+    """Nothing to change: still remove the locks that applies killed on this machine left behind."""
+    from hxpc.engine.lock import LockPrimitives, reap_dead
+
+    for name, backend in sorted(wiring.backends.items()):
+        if isinstance(backend, LockPrimitives):
+            for said in reap_dead(backend.lock_primitives()):
+                _err(f"hxpc: note: {name}: {said}\n")
+
+
+@app.command()
+@with_backend_options
+def unlock(spec: SpecArg, env: EnvOpt,
+           lock_id: Annotated[str, typer.Option("--lock-id", help="the id of the lock to break, as a refused "
+                                                                 "apply printed it", show_default=False)],
+           target: TargetsOpt = None, backend_options: BackendOptions | None = None) -> int:
+    """Break the apply lock LOCK_ID of SPEC's environment on every live system (like `terraform force-unlock`).
+
+    Use it when the apply holding the lock is gone but cannot be proven dead from here (it ran on another
+    machine or container); an apply whose holder died on this machine is taken over at once anyway. Refused
+    (exit 4, nothing changed) when a lock held carries another id.
+    """
+    from hxpc.engine.lock import LockPrimitives, break_locks
+
+    wiring = _wire(spec, env, target, backend_options or {})
+    primitives = {}
+    for name, backend in sorted(wiring.backends.items()):
+        if not isinstance(backend, LockPrimitives):
+            raise UsageError(f"the `{name}` backend cannot list its locks; break them with its own tools")
+        primitives.update({f"{name} {where}": p for where, p in backend.lock_primitives().items()})
+    broken = break_locks(primitives, lock_id)
+    if not broken:
+        _out(f"no apply lock is held for {wiring.meta.project}/{env}; nothing to do\n")
+    for where, info in broken:
+        _out(f"broke lock {info.lock_id} of {info.holder} (since {info.since_iso}) on {where}\n")
     return 0
 
 

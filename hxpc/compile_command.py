@@ -16,7 +16,8 @@ from hxpc.diagnostics import render_text
 from hxpc.sources import FileSources, base_spec, stable_name
 
 
-def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool) -> int:
+def compile_command(spec: str, env: list[str] | None, target: list[str] | None, output: Path, check: bool,
+                    replace_unowned: bool = False) -> int:
     spec = base_spec(spec)  # an overlay file stands for its spec (pre-commit passes whichever changed)
     sources = FileSources(spec)
     envs = env or environments(sources)
@@ -34,6 +35,6 @@ def compile_command(spec: str, env: list[str] | None, target: list[str] | None, 
             return 2
         sys.stdout.write(f"{output}: up to date ({len(bundle.files)} files)\n")
         return 0
-    written = write_bundle(bundle, output, envs, targets)
+    written = write_bundle(bundle, output, envs, targets, replace_unowned=replace_unowned)
     sys.stdout.write(f"wrote {len(written)} files to {output}/ ({', '.join(envs)})\n")
     return 0

@@ -47,6 +47,10 @@ CODES: dict[str, str] = {
     "HX107": "unknown environment",
     "HX108": "invalid overlay",
     "HX109": "unsupported YAML construct",
+    "HX110": "file too large",
+    "HX111": "control character",
+    "HX112": "nesting too deep",
+    "HX113": "too many values",
     # HX2xx: schema
     "HX201": "unknown field",
     "HX202": "wrong type",
@@ -73,6 +77,7 @@ CODES: dict[str, str] = {
     "HX312": "name used twice",
     "HX313": "no placement",
     "HX314": "replicas cannot start beside their old selves",
+    "HX315": "too many replicas",
     # HX32x: will a model server start (the KV-cache check, hxpc/compiler/kvcheck.py)
     "HX320": "model architecture unknown",
     "HX321": "KV cache cannot hold one max_model_len sequence",

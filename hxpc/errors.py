@@ -8,6 +8,8 @@ compares this drawing with HxpcError's subclasses, so it cannot drift.
     HxpcError (exit 1)                  base; an unexpected failure of hxpc itself
     ├── SpecError (exit 3)              bad spec; holds Diagnostics
     ├── UsageError (exit 3)             bad command line or saved-plan file
+    ├── WriteFailed (exit 1)            the output directory could not be written (disk full); left as it was
+    ├── UnownedFiles (exit 4)           compile refused: files in the output that hxpc did not write
     ├── BackendError (exit 1)           a live system refused or failed (cause chained)
     │   ├── TransientError (exit 1)     [hxpc.engine.backend] may pass on retry; retried with backoff
     │   ├── NameClash (exit 1)          [hxpc.engine.plan] objects in the way that hxpc does not own
@@ -48,6 +50,25 @@ class UsageError(HxpcError):
     """The command line is invalid."""
 
     exit_code = 3
+
+
+class WriteFailed(HxpcError):
+    """Writing the output failed (the OS error says why); the previous output is unchanged."""
+
+    exit_code = 1
+
+
+class UnownedFiles(HxpcError):
+    """A compile would overwrite or delete files hxpc did not write; nothing was changed."""
+
+    exit_code = 4
+
+    def __init__(self, paths: Sequence[str]):
+        self.paths = list(paths)
+        shown = "\n".join(f"  {p}" for p in self.paths)
+        super().__init__(f"refusing to compile: {len(self.paths)} file(s) in the way that hxpc did not write "
+                         f"(or that were changed since); nothing was changed:\n{shown}\n"
+                         "move them away, or pass --replace-unowned to replace them")
 
 
 class BackendError(HxpcError):

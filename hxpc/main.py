@@ -2,7 +2,7 @@
 
 `hxpc compile` runs in CI on every push, and for a small stack importing
 typer and its click would be a large part of its time. So the plain form,
-`compile SPEC` with `--env/-e`, `--target/-t`, `--output/-o` and `--check`
+`compile SPEC` with `--env/-e`, `--target/-t`, `--output/-o`, `--check` and `--replace-unowned`
 (each as `--opt value`, `--opt=value` or `-x value`), is read here and goes
 straight to `compile_command`. Anything else, including `--help`, a typo or a
 missing value, goes to the typer app in cli.py, which owns the command line
@@ -31,6 +31,7 @@ class CompileArgs(NamedTuple):
     target: list[str] | None
     output: Path
     check: bool
+    replace_unowned: bool = False
 
 
 def plain_compile(argv: list[str]) -> CompileArgs | None:
@@ -39,7 +40,7 @@ def plain_compile(argv: list[str]) -> CompileArgs | None:
         return None
     spec: str | None = None
     lists: dict[str, list[str]] = {"env": [], "target": []}
-    output, check = "out", False
+    output, check, replace_unowned = "out", False, False
     args = iter(argv[1:])
     for arg in args:
         name, eq, attached = arg.partition("=") if arg.startswith("--") else (arg, "", "")
@@ -53,13 +54,15 @@ def plain_compile(argv: list[str]) -> CompileArgs | None:
                 lists[_VALUE_OPTIONS[name]].append(value)
         elif arg == "--check":
             check = True
+        elif arg == "--replace-unowned":
+            replace_unowned = True
         elif arg.startswith("-") or spec is not None or not arg:
             return None
         else:
             spec = arg
     if spec is None:
         return None
-    return CompileArgs(spec, lists["env"] or None, lists["target"] or None, Path(output), check)
+    return CompileArgs(spec, lists["env"] or None, lists["target"] or None, Path(output), check, replace_unowned)
 
 
 def run(argv: list[str]) -> int:

@@ -12,8 +12,9 @@ import re
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
-from hxpc.diagnostics import Diagnostic
+from hxpc.diagnostics import Diagnostic, Span
 from hxpc.errors import SpecError
+from hxpc.limits import MAX_FILE_BYTES
 
 _ENV_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -61,6 +62,25 @@ def specs_of(paths: list[str]) -> list[str]:
     return list(dict.fromkeys(base_spec(p) for p in paths))
 
 
+def too_large(file: str, size: int) -> Diagnostic:
+    return Diagnostic("HX110", f"{file} is {size:,} bytes; hxpc reads spec files of at most {MAX_FILE_BYTES:,}",
+                      Span(file, 1, 1, 1, 1), hint="split the stack into several specs")
+
+
+def decode(data: bytes, name: str) -> str:
+    """The file's text; a byte that is not UTF-8 is an error at its line and column."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        shown = data.decode("utf-8", "replace")
+        raise SpecError([Diagnostic("HX106", f"{name} is not UTF-8 text: byte 0x{data[exc.start]:02x} at "
+                                             f"line {line}", Span(name, line, col, line, col + 1),
+                                    hint="save the file as UTF-8")], {name: shown}) from None
+
+
 class FileSources:
     """The spec and its overlays as files on disk; names are shown as the user gave them."""
 
@@ -74,11 +94,15 @@ class FileSources:
 
     def read(self, name: str) -> str:
         try:
-            return Path(name).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise SpecError([Diagnostic("HX106", f"cannot read {name}: {reason}",
+            with open(name, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)  # never more: a huge file is refused, not read
+        except OSError as exc:
+            raise SpecError([Diagnostic("HX106", f"cannot read {name}: {exc.strerror or exc}",
                                         hint="check the path and that the file is UTF-8 text")]) from None
+        if len(data) > MAX_FILE_BYTES:
+            raise SpecError([too_large(name, Path(name).stat().st_size)])
+        return decode(data, name)
+
 
     def read_beside(self, path: str) -> str:
         return self.read(str(self._path.parent / path))
@@ -109,15 +133,19 @@ class GitSources:
         self._git("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
 
     def _git(self, *args: str) -> str:
+        return self._git_bytes(*args).decode("utf-8", "replace")
+
+    def _git_bytes(self, *args: str) -> bytes:
         import subprocess  # here: only `diff --base` reads through git, and compile starts faster without it
 
         try:
-            done = subprocess.run(["git", *args], cwd=self._cwd, capture_output=True, text=True, check=False)
+            done = subprocess.run(["git", *args], cwd=self._cwd, capture_output=True, check=False)
         except OSError as exc:
             raise SpecError([Diagnostic("HX106", f"cannot run git: {exc.strerror}")]) from None
         if done.returncode != 0:
+            said = done.stderr.decode(errors="replace").strip() or done.returncode
             raise SpecError([Diagnostic(
-                "HX106", f"git {' '.join(args)} failed: {done.stderr.strip() or done.returncode}",
+                "HX106", f"git {' '.join(args)} failed: {said}",
                 hint="is the spec inside a git repository, and does the revision exist?")])
         return done.stdout
 
@@ -128,7 +156,7 @@ class GitSources:
     def read(self, name: str) -> str:
         rel = name.split(":", 1)[1] if name.startswith(f"{self._rev}:") else name
         repo_path = (PurePosixPath(self._repo_rel).parent / PurePosixPath(rel).name).as_posix()
-        return self._git("show", f"{self._rev}:{repo_path}")
+        return decode(self._git_bytes("show", f"{self._rev}:{repo_path}"), name)
 
     def read_beside(self, path: str) -> str:
         """As it was at the revision; an absolute path is outside the repository and read as it is now."""

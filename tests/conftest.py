@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# `pytest --hypothesis-profile=long`: the property tests that take their budget from the profile
+# (tests/compiler/test_generated_specs.py) run many more examples than the suite's fixed small budget.
+settings.register_profile("long", max_examples=2000, deadline=None)
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = REPO / "specs"

@@ -24,7 +24,8 @@ from hxpc import cli
 from hxpc.main import CompileArgs, plain_compile, run
 
 TOKENS = ["s.yaml", "t.yaml", "-e", "--env", "--env=prod", "prod", "dev", "-t", "--target", "--target=systemd",
-          "systemd", "-o", "--output", "--output=o", "o", "--check", "--check=1", "--", "-x", "--help", "-h",
+          "systemd", "-o", "--output", "--output=o", "o", "--check", "--check=1", "--replace-unowned", "--", "-x",
+          "--help", "-h",
           "-eprod", "-e=prod", "", "-", "--env=", "compile"]
 
 

@@ -22,6 +22,7 @@ from hxpc.compiler.model import Placement, Workload, place, placements_of, placi
 from hxpc.compiler.quantities import format_size
 from hxpc.compiler.spec import Stack
 from hxpc.diagnostics import Diagnostic, Severity, suggest
+from hxpc.limits import MAX_TOTAL_REPLICAS
 
 MAX_PORT = 65535
 
@@ -217,5 +218,22 @@ class _Checker:
         return ("models", w.name, "port") if w.kind == "model" else ("services", w.name, "ports", port_name)
 
 
+def _too_many_replicas(stack: Stack, merged: Merged) -> Diagnostic | None:
+    """Every replica is placed, given host ports and GPUs: their total bounds the work, checked before any is."""
+    counts = {("models", n): m.replicas for n, m in stack.models.items()}
+    counts.update({("services", n): s.replicas for n, s in stack.services.items()})
+    total = sum(counts.values())
+    if total <= MAX_TOTAL_REPLICAS:
+        return None
+    largest = max(counts, key=counts.__getitem__)
+    return Diagnostic("HX315", f"this environment has {total:,} replicas in all; hxpc places at most "
+                               f"{MAX_TOTAL_REPLICAS:,}", merged.span((*largest, "replicas")),
+                      hint=f"`{largest[1]}` has the most ({counts[largest]:,}); split the stack or lower the replicas")
+
+
 def semantic_checks(stack: Stack, merged: Merged, shapes: ModelShapes | None = None) -> Iterator[Diagnostic]:
+    too_many = _too_many_replicas(stack, merged)
+    if too_many is not None:
+        yield too_many
+        return
     yield from _Checker(stack, merged, shapes or ModelShapes()).run()

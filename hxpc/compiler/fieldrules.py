@@ -35,8 +35,8 @@ class Bounds:
 
     __slots__ = ("constraints",)
 
-    def __init__(self, *, ge: int | None = None, gt: int | None = None, le: int | None = None,
-                 lt: int | None = None, min_length: int | None = None, pattern: str | None = None):
+    def __init__(self, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+                 lt: float | None = None, min_length: int | None = None, pattern: str | None = None):
         given = {"ge": ge, "gt": gt, "le": le, "lt": lt, "min_length": min_length, "pattern": pattern}
         self.constraints = {key: value for key, value in given.items() if value is not None}
 

@@ -14,6 +14,7 @@ define its part of the spec without importing spec.py.
 import re
 from typing import Annotated, Any, Literal
 
+from hxpc import limits
 from hxpc.compiler import quantities
 from hxpc.compiler.fieldrules import Bounds, Check, reject
 
@@ -21,12 +22,19 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _unit(parser: Any, kind: str) -> Any:
+def _unit(parser: Any, kind: str, largest: int, shown: str) -> Any:
     def parse(value: object) -> int:
+        if isinstance(value, str) and len(value) > limits.MAX_QUANTITY_CHARS:
+            reject(kind, "`{start}...` is {n} characters long: not a {kind}",
+                   {"start": value[:20], "n": len(value), "kind": kind})
         try:
-            return int(parser(value))
+            amount = int(parser(value))
         except quantities.UnitError as exc:
             reject(kind, str(exc))
+        if amount > largest:
+            reject("range", "`{value}` is more than the largest {kind} hxpc takes, {largest}",
+                   {"value": value, "kind": kind, "largest": shown})
+        return amount
 
     return parse
 
@@ -64,19 +72,28 @@ ProjectName = Annotated[str, Check(_dns_label(40), json_schema={"type": "string"
                                                                 "maxLength": 40})]
 EnvVar = Annotated[str, Check(_env_var, json_schema={"type": "string", "pattern": _ENV_VAR.pattern})]
 EnvValue = Annotated[str, Check(_env_value, before=True, json_schema={"type": ["string", "number", "boolean"]})]
-Duration = Annotated[int, Check(_unit(quantities.parse_duration, "duration"), before=True,
+Duration = Annotated[int, Check(_unit(quantities.parse_duration, "duration", limits.MAX_DURATION_MS, "7d"),
+                                before=True,
                                 json_schema={"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|s|m|h|d))+$",
-                                             "examples": ["10s", "500ms", "2m"]})]
-Size = Annotated[int, Check(_unit(quantities.parse_size, "size"), before=True,
-                            json_schema={"type": ["string", "integer"],
+                                             "maxLength": limits.MAX_QUANTITY_CHARS,
+                                             "description": "at most 7d", "examples": ["10s", "500ms", "2m"]})]
+Size = Annotated[int, Check(_unit(quantities.parse_size, "size", limits.MAX_SIZE_BYTES, "8Ei - 1 byte"),
+                            before=True,
+                            json_schema={"type": ["string", "integer"], "maximum": limits.MAX_SIZE_BYTES,
                                          "pattern": r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|k)?$",
+                                         "maxLength": limits.MAX_QUANTITY_CHARS,
                                          "examples": ["512Mi", "80Gi", "1.5G"]})]
-Cpu = Annotated[int, Check(_unit(quantities.parse_cpu, "cpu"), before=True,
-                           json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0},
-                                                  {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$"}],
+Cpu = Annotated[int, Check(_unit(quantities.parse_cpu, "cpu", limits.MAX_MILLICORES,
+                                 f"{limits.MAX_MILLICORES}m"), before=True,
+                           json_schema={"anyOf": [{"type": "number", "exclusiveMinimum": 0,
+                                                   "maximum": limits.MAX_MILLICORES // 1000},
+                                                  {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?m?$",
+                                                   "maxLength": limits.MAX_QUANTITY_CHARS}],
                                         "examples": [0.5, 2, "500m"]})]
 Port = Annotated[int, Bounds(ge=1, le=65535)]
 Count = Annotated[int, Bounds(ge=0)]
+Replicas = Annotated[int, Bounds(ge=0, le=limits.MAX_REPLICAS)]
+Gpus = Annotated[int, Bounds(ge=0, le=limits.MAX_GPUS)]
 Restart = Literal["always", "on-failure", "never"]
 Command = Annotated[list[str], Bounds(min_length=1)]
 

@@ -6,6 +6,15 @@ specs), and a single walk turns the nodes into plain dicts, lists and scalars
 while recording a `Span` for every value and every mapping key, keyed by the
 value's path. The data never carries position keys. Duplicate keys, non-string
 keys and YAML syntax errors become diagnostics with file:line:column.
+
+Hostile input is bounded before the composer sees it (hxpc/limits.py): the
+file's size, characters YAML forbids (a NUL byte), and its nesting depth. The
+C composer recurses once per level and a file nested 50,000 deep overflows the
+C stack (SIGSEGV), so depth is measured first: a cheap upper bound from the
+text (indentation and flow brackets), and only when that bound is above the
+limit, exactly, from the parser's event stream, which does not recurse. The
+walk then bounds what aliases expand to, the depth they reach, integer
+literals, and control characters that escapes put into quoted values.
 """
 
 from __future__ import annotations
@@ -15,19 +24,28 @@ import re
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.resolver import VersionedResolver
 from ruamel.yaml.tag import Tag
 
 from hxpc.diagnostics import Diagnostic, Span
+from hxpc.limits import MAX_DEPTH, MAX_FILE_BYTES, MAX_INT_DIGITS, MAX_VALUES
 from hxpc.records import record
+from hxpc.sources import too_large
 
 KeyPart = str | int
 KeyPath = tuple[KeyPart, ...]
 
 _TAG = "tag:yaml.org,2002:"
-MAX_NODES = 1_000_000  # ~4x the largest spec benchmarked (5,000 services)
+# What YAML 1.2 allows in a stream (tab, line breaks, printable Unicode); anything else is refused up front.
+_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# What escapes in a double-quoted scalar may add that no value should hold (tab and line feed are fine).
+_CONTROL_IN_VALUE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_BRACKETS = re.compile(r"[\[\]{}]")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_CONTROL_NAMES = {0: "NUL", 7: "BEL", 8: "BS", 0x1B: "ESC", 0x7F: "DEL"}
 
 
 @record(frozen=False)
@@ -98,12 +116,93 @@ def _compose(text: str) -> Node | None:
         return _PURE_LOADER.compose(text)  # type: ignore[no-any-return]
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+def _character_name(char: str) -> str:
+    code = ord(char)
+    name = _CONTROL_NAMES.get(code)
+    return f"U+{code:04X}" + (f" ({name})" if name else "")
+
+
+def _depth_bound(text: str) -> int:
+    """An upper bound of the nesting depth, in one cheap pass: flow brackets plus indentation.
+
+    Brackets inside quoted text only raise the bound (a closing one cannot lower it below zero), and
+    each block level needs one more column of indentation, or none for a sequence under its key.
+    """
+    steps = map(_BRACKET_STEP.__getitem__, _BRACKETS.findall(text))
+    flow = 0
+    if text.count("[") + text.count("{") > MAX_DEPTH // 2:
+        depth = 0
+        for step in steps:  # clamped at zero, so stray closers in scalars cannot hide a deep nest
+            depth = max(0, depth + step)
+            flow = max(flow, depth)
+    else:
+        flow = text.count("[") + text.count("{")
+    indent = max((len(line) - len(line.lstrip(" -?:")) for line in text.splitlines()), default=0)
+    return flow + 2 * (indent + 1)
+
+
+def _too_deep(text: str, file: str) -> Diagnostic | None:
+    """The first collection nested deeper than MAX_DEPTH, found in the parser's events (no recursion).
+
+    The composer fails at the same event as the parser, so a syntax error found before the limit is
+    left to it; the pure parser is asked when the C one refuses valid YAML 1.2 (see `_PURE_LOADER`).
+    """
+    for loader in (_LOADER, _PURE_LOADER):
+        depth = 0
+        try:
+            for event in loader.parse(text):
+                if isinstance(event, CollectionStartEvent):
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        mark = event.start_mark
+                        return _deep(file, Span(file, mark.line + 1, mark.column + 1, mark.line + 1, mark.column + 2))
+                elif isinstance(event, CollectionEndEvent):
+                    depth -= 1
+        except YAMLError:
+            continue
+        return None
+    return None
+
+
+def _deep(file: str, span: Span) -> Diagnostic:
+    return Diagnostic("HX112", f"{file} nests mappings and sequences more than {MAX_DEPTH} deep", span,
+                      hint="a spec needs a handful of levels; flatten this value")
+
+
+def _text_problems(text: str, file: str) -> Diagnostic | None:
+    """What must be refused before the YAML parser sees the text: size, forbidden characters, depth."""
+    if len(text) > MAX_FILE_BYTES:
+        return too_large(file, len(text))
+    bad = _NOT_PRINTABLE.search(text)
+    if bad is not None:
+        line, col = _position(text, bad.start())
+        return Diagnostic("HX111", f"{file} holds the control character {_character_name(bad.group())}, "
+                                   "which YAML does not allow", Span(file, line, col, line, col + 1),
+                          hint="remove it (a binary file, or a copy that went wrong?); YAML text holds only "
+                               "printable characters, tabs and line breaks")
+    if _depth_bound(text) > MAX_DEPTH:
+        return _too_deep(text, file)
+    return None
+
+
 def load_document(text: str, file: str) -> Document:
     """Parse one file; raise LoadFailed with every problem found in it."""
+    refused = _text_problems(text, file)
+    if refused is not None:
+        raise LoadFailed([refused])
     try:
         root = _compose(text)
     except MarkedYAMLError as exc:
         raise LoadFailed([_syntax_diagnostic(exc, file, text)]) from None
+    except YAMLError as exc:  # unmarked: none is known to reach here, but a YAML error is never a crash
+        raise LoadFailed([Diagnostic("HX101", str(exc).splitlines()[0] if str(exc) else "invalid YAML",
+                                     Span(file, 1, 1, 1, 1))]) from None
     if root is None:
         span = Span(file, 1, 1, 1, 1)
         raise LoadFailed([Diagnostic("HX103", f"{file} holds no YAML document", span,
@@ -150,26 +249,50 @@ class _Walker:
         self.values: dict[KeyPath, Span] = {}
         self.keys: dict[KeyPath, Span] = {}
         self.diagnostics: list[Diagnostic] = []
-        self.budget = MAX_NODES
+        self.budget = MAX_VALUES
+        self.collections: set[int] = set()   # ids of collections walked: one seen twice is an alias expanded
+        self.expanded = False
 
-    def walk(self, node: Node, path: KeyPath) -> Any:
+    def walk(self, node: Node, path: KeyPath, depth: int = 1) -> Any:
         self.budget -= 1
-        if self.budget < 0:  # aliases expand in full: a "billion laughs" file must not hang us
-            raise LoadFailed([Diagnostic(
-                "HX109", f"{self.file} expands to more than {MAX_NODES:,} values (through YAML aliases?)",
-                _span(node, self.file), hint="write the values out, or split the stack")])
+        if self.budget < 0:
+            raise LoadFailed([self._too_many(node)])
         self.values[path] = _span(node, self.file)
+        if not isinstance(node, ScalarNode):
+            self.expanded = self.expanded or id(node) in self.collections
+            self.collections.add(id(node))
         if isinstance(node, MappingNode):
-            return self._mapping(node, path)
+            if depth > MAX_DEPTH:  # aliases nest what the text did not: the text's own depth was checked
+                raise LoadFailed([_deep(self.file, _span(node, self.file))])
+            return self._mapping(node, path, depth)
         if isinstance(node, SequenceNode):
-            return [self.walk(item, (*path, i)) for i, item in enumerate(node.value)]
+            if depth > MAX_DEPTH:
+                raise LoadFailed([_deep(self.file, _span(node, self.file))])
+            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
         assert isinstance(node, ScalarNode)
         return self._scalar(node, path)
 
-    def _mapping(self, node: MappingNode, path: KeyPath) -> dict[str, Any]:
+    def _too_many(self, node: Node) -> Diagnostic:
+        if self.expanded:  # aliases expand in full: a "billion laughs" file must not hang us
+            return Diagnostic("HX109", f"{self.file} expands to more than {MAX_VALUES:,} values through YAML "
+                                       "aliases", _span(node, self.file),
+                              hint="write the values out, or split the stack")
+        return Diagnostic("HX113", f"{self.file} holds more than {MAX_VALUES:,} keys and items",
+                          _span(node, self.file), hint="split the stack into several specs")
+
+    def _control(self, node: ScalarNode) -> None:
+        bad = _CONTROL_IN_VALUE.search(node.value)
+        if bad is not None:
+            self.diagnostics.append(Diagnostic(
+                "HX111", f"this value holds the control character {_character_name(bad.group())}",
+                _span(node, self.file), hint="remove the escape: no field of a spec takes control characters"))
+
+    def _mapping(self, node: MappingNode, path: KeyPath, depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key_span = _span(key_node, self.file)
+            if isinstance(key_node, ScalarNode) and key_node.style == '"':
+                self._control(key_node)
             if (key_node.value == "<<" and key_node.ctag is _PLAIN_TAG) or key_node.tag == _TAG + "merge":
                 self.diagnostics.append(Diagnostic(
                     "HX109", "YAML merge keys (`<<`) are not supported", key_span,
@@ -192,11 +315,22 @@ class _Walker:
                     notes=((first, "first set here"),)))
                 continue
             self.keys[child] = key_span
-            out[key] = self.walk(value_node, child)
+            out[key] = self.walk(value_node, child, depth + 1)
         return out
+
+    def _long_int(self, node: ScalarNode) -> bool:
+        digits = sum(c.isalnum() for c in node.value)
+        if digits <= MAX_INT_DIGITS:
+            return False
+        self.diagnostics.append(Diagnostic(
+            "HX208", f"this integer has {digits} digits; no field takes a number that large",
+            _span(node, self.file), hint="check the value: every count and size of a spec is far smaller"))
+        return True
 
     def _scalar(self, node: ScalarNode, path: KeyPath) -> Any:
         ctag, text = node.ctag, node.value
+        if node.style == '"':
+            self._control(node)
         if ctag is _STR_TAG or node.style in ("'", '"', "|", ">"):
             return text
         if ctag is _PLAIN_TAG:
@@ -205,7 +339,7 @@ class _Walker:
             if text in _BOOL:
                 return _BOOL[text]
             if _INT.match(text):
-                return _int(text)
+                return None if self._long_int(node) else _int(text)
             if _FLOAT.match(text):
                 return _float(text)
             return text
@@ -217,9 +351,13 @@ class _Walker:
         if tag == _TAG + "bool":
             return text.lower() == "true"
         if tag == _TAG + "int":
-            return _int(text)
+            if not _INT.match(text.strip()):
+                return text  # `!!int abc`: the schema reports the wrong type at its place
+            return None if self._long_int(node) else _int(text.strip())
         if tag == _TAG + "float":
-            return _float(text)
+            if _INT.match(text.strip()) and self._long_int(node):
+                return None
+            return _float(text.strip()) if _FLOAT.match(text.strip()) or _INT.match(text.strip()) else text
         # timestamps, binary and custom tags: keep the text; the schema decides
         return text
 

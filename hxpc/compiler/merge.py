@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from hxpc.compiler.load import Document, KeyPath
 from hxpc.diagnostics import Diagnostic, Span
+from hxpc.limits import MAX_MERGED_VALUES
 from hxpc.records import record
 
 # Keys of `defaults` that also apply to models; the rest (ports, health, ...) are service-only.
@@ -138,6 +139,23 @@ class _Merger:
             target[key] = _without_nulls(value)  # copies every container on the way
             self._record(target[key], here, doc, src_here, source, append=had)
 
+    def defaults_problem(self) -> Diagnostic | None:
+        """`defaults` is copied under every service and model: refuse a product that would not fit in memory."""
+        defaults = self.data.get("defaults")
+        if not isinstance(defaults, dict):
+            return None
+        size = sum(1 for _ in _subtree(defaults, ()))
+        items = sum(len(v) for k in ("services", "models") if isinstance(v := self.data.get(k), dict))
+        if size * items + len(self.prov) <= MAX_MERGED_VALUES:
+            return None
+        return Diagnostic("HX113", f"`defaults` ({size:,} values) under {items:,} services and models would make "
+                                   f"more than {MAX_MERGED_VALUES:,} values", self.span_of(("defaults",)),
+                          hint="keep `defaults` to what every service shares")
+
+    def span_of(self, path: KeyPath) -> Span | None:
+        layers = self.prov.get(path)
+        return (layers[-1].key or layers[-1].value) if layers else None
+
     def apply_defaults(self) -> None:
         defaults = self.data.get("defaults")
         if not isinstance(defaults, dict):
@@ -218,6 +236,9 @@ def merge(base: Document, env: str | None, overlay: Document | None) -> Merged:
                 hint="overlay files are themselves one environment; move this to the base spec"))
         else:
             merger.patch(overlay.data, overlay, (), "overlay")
+    too_big = merger.defaults_problem()
+    if too_big is not None:
+        problems.append(too_big)
     if problems:
         raise MergeFailed(problems)
     merger.apply_defaults()

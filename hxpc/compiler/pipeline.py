@@ -19,6 +19,7 @@ from hxpc.compiler.spec import API_VERSION
 from hxpc.compiler.validate import validate
 from hxpc.diagnostics import Diagnostic, suggest, unique_sorted
 from hxpc.errors import SpecError
+from hxpc.limits import MAX_ENVIRONMENTS
 from hxpc.records import record
 from hxpc.sources import Sources
 
@@ -58,6 +59,12 @@ def environments(sources: Sources, loaded: Loaded | None = None) -> list[str]:
     """Every environment the spec declares, sorted; [`default`] when it declares none."""
     loaded = loaded or load_base(sources)
     names = sorted(set(environments_in(loaded.base)) | set(loaded.overlays))
+    if len(names) > MAX_ENVIRONMENTS:  # each environment merges the whole spec: bound the product
+        base = loaded.base
+        span = base.keys.get(("environments",)) or base.values[()]
+        raise SpecError([Diagnostic("HX208", f"{sources.spec_file} declares {len(names):,} environments "
+                                             f"(inline and overlay files); hxpc takes at most {MAX_ENVIRONMENTS}",
+                                    span, hint="split the stack into several specs")], loaded.texts)
     return names or [DEFAULT_ENV]
 
 

@@ -18,18 +18,20 @@ import functools
 from dataclasses import field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+from hxpc import limits
 from hxpc.compiler.fieldrules import Bounds, Describe, reject
 from hxpc.compiler.fieldtypes import (
     SPEC_CONFIG,
     Command,
-    Count,
     Cpu,
     Duration,
     EnvValue,
     EnvVar,
+    Gpus,
     Name,
     Port,
     ProjectName,
+    Replicas,
     Restart,
     Size,
 )
@@ -46,7 +48,7 @@ class GpuBudget:
     """A host's GPUs: how many, which product, and the memory of each."""
 
     __pydantic_config__ = SPEC_CONFIG
-    count: Count
+    count: Gpus
     """number of GPUs on the host"""
     model: str
     """GPU product, e.g. A100-80GB; kubernetes uses it as node selector"""
@@ -137,7 +139,7 @@ class Resources:
     """cores per replica (`0.5`, `2`, `500m`); absent: no limit"""
     memory: Size | None = None
     """memory per replica (`512Mi`, `2Gi`); absent: no limit"""
-    gpus: Count = 0
+    gpus: Gpus = 0
     """GPUs per replica"""
 
 
@@ -187,7 +189,7 @@ class Health:
     """time between checks"""
     timeout: Duration = 3_000
     """time one check may take before it counts as failed"""
-    retries: Annotated[int, Bounds(ge=1)] = 3
+    retries: Annotated[int, Bounds(ge=1, le=limits.MAX_RETRIES)] = 3
     """consecutive failures before the service counts as unhealthy"""
     start_period: Duration = 0
     """time after start during which failures do not count"""
@@ -248,7 +250,7 @@ class Update:
     """How a change replaces a service's or model's replicas: a few at a time, each new one healthy first."""
 
     __pydantic_config__ = SPEC_CONFIG
-    max_unavailable: Count = 1
+    max_unavailable: Replicas = 1
     """replicas replaced at most this many at a time, each new one gated healthy before the next goes; a replica
     holding something exclusive (GPUs, a fixed host port) stops before its replacement starts, any other starts
     beside it; 0 is allowed only where every replica can start beside its old one"""
@@ -275,7 +277,7 @@ class Service:
     """environment variable -> secret name"""
     resources: Resources = field(default_factory=Resources)
     """cpu, memory and GPUs per replica"""
-    replicas: Count = 1
+    replicas: Replicas = 1
     """how many instances run"""
     depends_on: list[Name] = field(default_factory=list)
     """services or models started (and healthy) before this one"""
@@ -318,7 +320,7 @@ class Defaults:
     """environment variable -> secret name, merged under every service's `secrets`"""
     resources: Resources | None = None
     """cpu and memory (and GPUs for services) merged under every service's and model's `resources`"""
-    replicas: Count | None = None
+    replicas: Replicas | None = None
     """replicas of every service and model that sets none"""
     depends_on: list[Name] | None = None
     """dependencies of every service that sets none"""
@@ -343,7 +345,8 @@ class Defaults:
 Dtype = Literal["bfloat16", "float16", "float32"]
 Quantization = Literal["awq", "gptq", "fp8", "int8", "int4", "bitsandbytes"]
 KvCacheDtype = Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"]
-Positive = Annotated[int, Bounds(ge=1)]
+# counts and sizes of a model's shape and scheduler; vLLM reads them as 32-bit integers
+Positive = Annotated[int, Bounds(ge=1, le=limits.MAX_MODEL_LEN)]
 
 
 @record(kw_only=True)
@@ -394,7 +397,7 @@ class LlmModel:
     """model revision (branch, tag or commit) to load"""
     served_name: str | None = None
     """name clients use in API requests (`--served-model-name`); default: `source`"""
-    params_b: Annotated[float, Bounds(gt=0)]
+    params_b: Annotated[float, Bounds(gt=0, le=limits.MAX_PARAMS_B)]
     """parameters in billions, for the GPU memory check"""
     dtype: Dtype = "bfloat16"
     """weights' data type: bfloat16, float16 or float32"""
@@ -412,11 +415,11 @@ class LlmModel:
     """`--max-num-seqs`: sequences per scheduler step"""
     enforce_eager: bool = False
     """`--enforce-eager`: no CUDA graphs"""
-    tensor_parallel: Annotated[int, Bounds(ge=1)] = 1
+    tensor_parallel: Annotated[int, Bounds(ge=1, le=limits.MAX_GPUS)] = 1
     """GPUs per replica"""
     gpu_memory_utilization: Annotated[float, Bounds(gt=0, le=1)] = 0.9
     """share of each GPU's memory vLLM may use (weights, activations, KV cache)"""
-    replicas: Count = 1
+    replicas: Replicas = 1
     """how many servers run"""
     port: Port = 8000
     """port the server listens on"""

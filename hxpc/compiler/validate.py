@@ -40,6 +40,7 @@ _CODE_BY_TYPE = {
     "hx_cpu": "HX205",
     "hx_name": "HX206",
     "hx_combination": "HX210",
+    "hx_range": "HX208",
     "literal_error": "HX209",
     "enum": "HX209",
 }

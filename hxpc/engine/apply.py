@@ -11,7 +11,8 @@ gate probes each changed object until it is healthy or its startup budget is
 spent. A failed action or gate rolls back that wave only (earlier waves
 passed their gates) and raises `ApplyFailed`; SIGINT/SIGTERM stops starting
 actions, lets running ones finish, reverts the wave under way and raises
-`ApplyInterrupted`. Locks are released, signal handlers restored, the metrics
+`ApplyInterrupted`. Locks are renewed while the apply runs (a lock found broken
+stops it as an interrupt does) and released, signal handlers restored, the metrics
 file written and the final `finish` event emitted however the run ends.
 """
 
@@ -26,10 +27,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hxpc.engine.backend import ActionContext, Backend, HealthResult, Preflight, TransientError, WaveHooks, read_live
-from hxpc.engine.lock import LockHandle, LockInfo, lock_ttl, new_lock_info
+from hxpc.engine.lock import LockHandle, LockInfo, Renewal, lock_ttl, new_lock_info, renew_interval, took_over
 from hxpc.engine.objects import DesiredObject, LiveObject, ObjectKey
 from hxpc.engine.plan import Action, NeedsPermission, Plan, check_fresh, check_matches
 from hxpc.engine.progress import Event, Progress
@@ -320,6 +321,7 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
     run = _Run(plan, backends, opts, progress, opts.stop or threading.Event(), ApplyReport(plan))
     restore = _install_signals(run) if opts.handle_signals else (lambda: None)
     locks: list[LockHandle] = []
+    renewal: Renewal | None = None
     try:
         run.emit("start", message=f"{plan.project}/{plan.env}: {plan.summary_line()}")
         check_matches(plan, env=env, spec_hash=spec_hash, project=project)
@@ -334,12 +336,21 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
         budgets = [wave_budget(actions, run.desired, _GATED) for _, actions in plan.waves()]
         info = opts.lock_info or new_lock_info(spec_hash, opts.lock_ttl_s or lock_ttl(budgets))
         for target in used:
-            handle = backends[target].lock(info)
+            # a live system restarting may answer again within the retry budget; a lock already taken by a
+            # first attempt whose answer was lost is recognised by its id (`acquire`)
+            handle = run.retry(partial(backends[target].lock, info), f"locking {target}", None, run.stop)
             locks.append(handle)
-            took_over: Any = getattr(handle, "took_over", None)
-            if took_over is not None:
-                run.report.notes.append(f"took over the {target} lock of {took_over.holder} "
-                                        f"(since {took_over.since_iso}; its TTL expired)")
+            for old, why in took_over(handle):
+                run.report.notes.append(f"took over the {target} lock {old.lock_id} of {old.holder} "
+                                        f"(since {old.since_iso}; {why})")
+                run.emit("note", message=run.report.notes[-1])
+
+        def lost(message: str) -> None:  # someone broke or took the lock: stop as an interrupt does
+            run.report.notes.append(message)
+            run.signal_name = run.signal_name or "lock lost"
+            run.stop.set()
+
+        renewal = Renewal(locks, renew_interval(info.ttl_s), lost).start()
         for target in used:
             run.live.update(run.read_touched(target))
         check_fresh(plan, run.live, run.desired)
@@ -371,6 +382,9 @@ def apply(plan: Plan, backends: Mapping[str, Backend], *, env: str, spec_hash: s
         run.report.outcome, run.report.message = "failed", str(exc)
         raise
     finally:
+        if renewal is not None:
+            renewal.stop()
+            run.report.notes.extend(renewal.failures[:3])
         for handle in reversed(locks):
             try:
                 handle.release()

@@ -100,7 +100,7 @@ def test_a_toy_target_is_one_module_and_one_registry_line(with_toy: Path, tmp_pa
     done = _hxpc(with_toy, tmp_path, "compile", "stack.yaml", "-o", "out")
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out" / "default" / "toy" / "web.txt").read_text() == "hi, web\n"
-    assert sorted(p.name for p in (tmp_path / "out" / "default").iterdir()) == ["toy"]
+    assert sorted(p.name for p in (tmp_path / "out" / "default").iterdir()) == [".hxpc-manifest.json", "toy"]
 
     schema = json.loads(_hxpc(with_toy, tmp_path, "schema").stdout)
     assert schema["$defs"]["ToyTarget"]["properties"]["greeting"]["default"] == "hello"

@@ -38,13 +38,16 @@ unowned ones in the way), the project network, and the project's volumes. Decisi
   and it is removed by id, so a holder can never remove a lock that changed hands. A volume would need
   no image, but creating a volume under an existing name silently returns the existing one and removal
   goes by name only; networks are not unique by name at all. The container needs an image, never run:
-  one of the stack's own images when present, else any local image (one `images` call).
+  one of the stack's own images when present, else any local image (one `images` call). Labels cannot
+  change, so a renewal is a file copied into the never-started container (`RENEWED_FILE`), read back
+  only when the lock is contended.
 """
 
 from __future__ import annotations
 
 import http.client
 import io
+import json
 import os
 import socket
 import tarfile
@@ -90,7 +93,7 @@ def translate(exc: BaseException, what: str) -> BackendError:
         return BackendError(f"{what}: {message}" + (f" (HTTP {status})" if status else ""))
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout |
                   requests.exceptions.ChunkedEncodingError | ConnectionError | TimeoutError):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+        return TransientError(f"{what}: cannot reach the Docker Engine: {type(exc).__name__}: {exc}")
     return BackendError(f"{what}: {exc}")
 
 
@@ -159,6 +162,16 @@ def _named(want: DesiredObject) -> dp.NamedData:
     return want.extra
 
 
+RENEWED_FILE = "hxpc-lock-renewed.json"
+
+
+def _same_lock(held: Mapping[str, str], payload: Mapping[str, str]) -> bool:
+    """Whether `held` is the lock `payload` describes: by lock id (a renewal changes the rest), else whole."""
+    if payload.get("lock_id"):
+        return held.get("lock_id") == payload.get("lock_id")
+    return dict(held) == dict(payload)
+
+
 class DockerLock:
     """The lock primitive: a never-started container named `hxpc-lock-<project>-<env>` (see the module)."""
 
@@ -189,11 +202,39 @@ class DockerLock:
 
     def read(self) -> Mapping[str, str] | None:
         current = self._current()
-        return current[1] if current else None
+        if current is None:
+            return None
+        cid, payload = current
+        try:
+            stream, _ = self.backend.api.get_archive(cid, f"/{RENEWED_FILE}")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile(RENEWED_FILE)
+                renewed = json.loads(member.read()) if member is not None else {}
+            ours = isinstance(renewed, dict) and renewed.get("lock_id") == payload.get("lock_id")
+            if ours and renewed.get("renewed"):
+                payload = {**payload, "renewed": str(renewed["renewed"])}
+        except (docker.errors.APIError, tarfile.TarError, ValueError, KeyError):
+            pass  # never renewed (404), or removed meanwhile: the labels are the lock
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise translate(exc, "reading the lock") from exc
+        return payload
+
+    def renew(self, payload: Mapping[str, str]) -> bool:
+        current = self._current()
+        if current is None or not _same_lock(current[1], payload):
+            return False
+        data = json.dumps({"lock_id": payload.get("lock_id", ""), "renewed": payload.get("renewed", "")}).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            entry = tarfile.TarInfo(RENEWED_FILE)
+            entry.size, entry.mode = len(data), 0o444
+            tar.addfile(entry, io.BytesIO(data))
+        self.backend.call("renewing the lock", self.backend.api.put_archive, current[0], "/", buf.getvalue())
+        return True
 
     def remove(self, payload: Mapping[str, str]) -> None:
         current = self._current()
-        if current is None or current[1] != dict(payload):
+        if current is None or not _same_lock(current[1], payload):
             return  # gone, or someone else's by now
         try:
             self.backend.call("removing the lock", self.backend.api.remove_container, current[0], force=True, raw=True)
@@ -284,6 +325,9 @@ class DockerBackend:
 
     def lock(self, info: LockInfo) -> PrimitiveLock:
         return acquire(DockerLock(self), info, f"{self.names.compose_project} on the Docker Engine")
+
+    def lock_primitives(self) -> dict[str, DockerLock]:
+        return {f"{self.names.compose_project} on the Docker Engine": DockerLock(self)}
 
     def prepare(self, actions: Sequence[Action]) -> None:
         """Before anything is touched: every secret the changed containers need, and their images."""

@@ -57,7 +57,7 @@ from hxpc.engine.backends.kubernetes.desired import (
     desired_objects,
     with_secret_value,
 )
-from hxpc.engine.backends.kubernetes.lease import LeaseLock, duration_of
+from hxpc.engine.backends.kubernetes.lease import LeaseLock
 from hxpc.engine.backends.kubernetes.normalize import (
     TARGET,
     Obj,
@@ -69,7 +69,7 @@ from hxpc.engine.backends.kubernetes.normalize import (
     without_server_fields,
 )
 from hxpc.engine.backends.kubernetes.parse import DATA_KINDS, DryRun, Policy, Raw, parse, unchanged_since_applied
-from hxpc.engine.lock import LockInfo, RenewedLock, acquire
+from hxpc.engine.lock import LockInfo, PrimitiveLock, acquire
 from hxpc.engine.objects import DesiredObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
 from hxpc.engine.secrets import read_secrets
@@ -330,11 +330,16 @@ class KubernetesBackend:
 
     # -- applying -------------------------------------------------------------------------------------------------
 
-    def lock(self, info: LockInfo) -> RenewedLock:
-        primitive = LeaseLock(self.cluster, self.namespace, f"hxpc-lock-{self.meta.project}-{self.meta.env}",
-                              self.meta.owner_labels)
-        held = acquire(primitive, info, f"{self.meta.project}/{self.meta.env} in namespace {self.namespace}")
-        return RenewedLock(held, primitive, max(1.0, duration_of(info.to_dict()) / 3)).start()
+    def _lease(self) -> LeaseLock:
+        return LeaseLock(self.cluster, self.namespace, f"hxpc-lock-{self.meta.project}-{self.meta.env}",
+                         self.meta.owner_labels)
+
+    def lock(self, info: LockInfo) -> PrimitiveLock:
+        """The Lease; the engine renews it while the apply runs (`hxpc.engine.lock.Renewal`)."""
+        return acquire(self._lease(), info, f"{self.meta.project}/{self.meta.env} in namespace {self.namespace}")
+
+    def lock_primitives(self) -> dict[str, LeaseLock]:
+        return {f"namespace {self.namespace}": self._lease()}
 
     def prepare(self, actions: Sequence[Action]) -> None:
         """Before anything is touched: the value of every Secret the plan writes."""

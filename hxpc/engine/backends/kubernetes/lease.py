@@ -4,10 +4,13 @@ The Lease `hxpc-lock-<project>-<env>` lives in the stack's namespace. Creating
 it is atomic (a second create gets 409 Conflict); its holderIdentity,
 acquireTime, renewTime and leaseDurationSeconds say who holds it and until
 when, and annotations carry the lock's payload (holder, since, spec hash) for
-hxpc's messages. The holder renews it while applying (`renew`), so it lives a
-short time past the last renewal: an apply that was killed is taken over
-within a minute, one that is alive never is. Removal goes by uid and
-resourceVersion, so a holder never removes a lock that changed hands.
+hxpc's messages. The engine renews it while applying (`renew`, at most a
+minute apart), and it lives `leaseDurationSeconds` (at most three minutes) past
+the last renewal: an apply killed elsewhere is taken over within minutes, one
+that is alive never is, and one killed on this machine at once (its payload
+proves its holder gone, see `hxpc.engine.lock`). Removal and renewal go by the
+lock id, and by uid and resourceVersion, so a holder never removes or renews a
+lock that changed hands.
 
 Before the namespace exists (the first apply creates it) the Lease is taken in
 `default` instead; taking it in the namespace also checks that no first apply
@@ -29,8 +32,9 @@ API_VERSION = "coordination.k8s.io/v1"
 KIND = "Lease"
 FALLBACK_NAMESPACE = "default"
 PAYLOAD_PREFIX = "hxpc.dev/lock-"
-MAX_DURATION_S = 60  # renewed every third of it while the apply lives
-_COMPARED = ("holder", "since", "spec_hash")
+# hxpc.engine.lock.renew_interval renews at least every minute: three chances before the Lease lapses
+MAX_DURATION_S = 180
+_COMPARED = ("holder", "since", "spec_hash")  # of a payload without a lock id
 
 
 def _micro(when: datetime) -> str:
@@ -63,6 +67,7 @@ def payload_of(lease: Mapping[str, Any]) -> dict[str, str]:
         (lease.get("metadata") or {}).get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
     since = _parse_time(out.get("since")) or acquired.replace(microsecond=0)
     out["since"] = since.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.pop("renewed", None)  # ttl_s below already runs to the Lease's expiry
     renewed = _parse_time(spec.get("renewTime")) or acquired
     expires = renewed + timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
     out["ttl_s"] = str(max(0, int((expires - since).total_seconds())))
@@ -70,6 +75,8 @@ def payload_of(lease: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _same(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    if a.get("lock_id") or b.get("lock_id"):
+        return a.get("lock_id") == b.get("lock_id")
     return all(a.get(k) == b.get(k) for k in _COMPARED)
 
 
@@ -157,6 +164,8 @@ class LeaseLock:
         if lease is None or not _same(payload_of(lease), payload):
             return False
         lease.setdefault("spec", {})["renewTime"] = _micro(datetime.now(UTC))
+        annotations = lease["metadata"].setdefault("annotations", {})
+        annotations.update({PAYLOAD_PREFIX + k: v for k, v in payload.items()})
         try:
             self.cluster.replace(lease)
         except (Conflict, NotFound):

@@ -67,7 +67,7 @@ from hxpc.engine.backends.systemd.parse import (
     unit_value,
 )
 from hxpc.engine.backends.systemd.transport import Transport, transport_for
-from hxpc.engine.lock import LockInfo, MultiLock, acquire
+from hxpc.engine.lock import LockInfo, MultiLock, acquire_all
 from hxpc.engine.objects import DesiredObject, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action
 from hxpc.engine.rolling import Step
@@ -119,8 +119,28 @@ class HostLock:
             script = LOCK_SCRIPT_DIR + '; [ -e "$d/info.json" ] || rm -rf "$d"'
             self.transport.sh(script, self.name)
             return
+        if payload.get("lock_id"):  # by id: a renewal rewrites the rest
+            script = LOCK_SCRIPT_DIR + '; if grep -qF -- "$2" "$d/info.json"; then rm -rf "$d"; fi'
+            self.transport.sh(script, self.name, _id_field(payload))
+            return
         script = LOCK_SCRIPT_DIR + '; if cmp -s - "$d/info.json"; then rm -rf "$d"; fi'
         self.transport.sh(script, self.name, input=_payload(payload))
+
+    def renew(self, payload: Mapping[str, str]) -> bool:
+        """Rewrite info.json (atomically: a temporary name, then a rename) if the lock still carries our id."""
+        script = (LOCK_SCRIPT_DIR + '; grep -qF -- "$2" "$d/info.json" 2>/dev/null || exit 3; '
+                  'cat > "$d/.info.json.new" && mv -f "$d/.info.json.new" "$d/info.json"')
+        result = self.transport.sh(script, self.name, _id_field(payload), input=_payload(payload))
+        if result.rc == 3:
+            return False
+        if result.rc != 0:
+            raise BackendError(f"{self.transport.name}: renewing the lock failed: {result.err}")
+        return True
+
+
+def _id_field(payload: Mapping[str, str]) -> str:
+    """The lock id as it stands in info.json (`_payload`'s JSON), to match with `grep -F`."""
+    return json.dumps({"lock_id": payload.get("lock_id", "")})[1:-1]
 
 
 def _payload(payload: Mapping[str, str]) -> bytes:
@@ -289,17 +309,12 @@ class SystemdBackend:
         """Preflight, with the lock held and the plan fresh: every secret a written file needs must resolve."""
         self.resolve_secrets(self._secret_names(a.key for a in actions if a.kind in ("create", "update", "replace")))
 
-    def lock(self, info: LockInfo) -> MultiLock:
-        multi = MultiLock(info)
+    def lock_primitives(self) -> dict[str, HostLock]:
         name = f"{self.project}-{self.env}"
-        try:
-            for host in self.hosts:
-                multi.handles.append(acquire(HostLock(self.transport(host), name), info,
-                                             f"{self.project}/{self.env} on host `{host}`"))
-        except BaseException:
-            multi.release()
-            raise
-        return multi
+        return {f"host `{host}`": HostLock(self.transport(host), name) for host in self.hosts}
+
+    def lock(self, info: LockInfo) -> MultiLock:
+        return acquire_all(self.lock_primitives(), info, lambda where: f"{self.project}/{self.env} on {where}")
 
     # -- applying -----------------------------------------------------------------------------------------------
 

@@ -30,16 +30,28 @@ from hxpc.errors import BackendError
 
 DEFAULT_TIMEOUT_S = 60.0
 SSH_PERSIST_S = 60  # the master outlives a killed hxpc by at most this long
+# A host that does not answer (a dropped SYN, or a TCP peer that never sends its banner) fails within this
+# long instead of the system's TCP timeout (minutes); a connection that goes silent mid-command is declared
+# dead after SSH_ALIVE_S x 3. Both are transient failures naming the host. `-o` options given here win over
+# the user's ssh config, so these are the bounds hxpc promises.
+SSH_CONNECT_TIMEOUT_S = 10
+SSH_ALIVE_S = 10
 
 # Writes go to a temporary name in the target's directory (same file system: the rename is atomic),
 # created by mktemp with mode 0600, so a secret is never readable by others, not even for a moment.
+# The content arrives on stdin, and a killed hxpc (or a cut connection) ends stdin early without
+# stopping the remote shell: the size is checked before the rename, so a short file is never renamed
+# into place. Temporary files that a killed shell left behind are removed once they are old.
 _PUT = r"""set -eu
-path=$1 mode=$2 owner=$3 dirmode=$4
+path=$1 mode=$2 owner=$3 dirmode=$4 size=$5
 dir=$(dirname -- "$path")
 [ -d "$dir" ] || mkdir -p -m "$dirmode" -- "$dir"
+find "$dir" -maxdepth 1 -name '.hxpc.*' -mmin +10 -exec rm -f -- {} + 2>/dev/null || true
 tmp=$(mktemp "$dir/.hxpc.XXXXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
 cat > "$tmp"
+got=$(wc -c < "$tmp")
+if [ "$((got))" -ne "$size" ]; then echo "short write: $((got)) of $size bytes arrived" >&2; exit 1; fi
 chown -- "$owner" "$tmp"
 chmod -- "$mode" "$tmp"
 mv -f -- "$tmp" "$path"
@@ -110,7 +122,8 @@ class Transport(abc.ABC):
     def put_file(self, path: str, data: bytes, *, mode: int = 0o644, owner: str = "root:root",
                  dir_mode: int = 0o755) -> None:
         """Write `data` to `path` atomically (temporary name in the same directory, then `mv -f`)."""
-        self.check(_PUT, path, f"{mode:04o}", owner, f"{dir_mode:04o}", input=data, what=f"writing {path}")
+        self.check(_PUT, path, f"{mode:04o}", owner, f"{dir_mode:04o}", str(len(data)), input=data,
+                   what=f"writing {path}")
 
     def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
@@ -216,7 +229,8 @@ class SshTransport(Transport):
 
     def options(self) -> list[str]:
         opts = ["-F", self.ssh_config] if self.ssh_config else []
-        opts += ["-o", "BatchMode=yes", "-o", "ControlMaster=auto",
+        opts += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={SSH_CONNECT_TIMEOUT_S}",
+                 "-o", f"ServerAliveInterval={SSH_ALIVE_S}", "-o", "ServerAliveCountMax=3", "-o", "ControlMaster=auto",
                  "-o", f"ControlPath={self._control_dir()}/%C", "-o", f"ControlPersist={SSH_PERSIST_S}"]
         if self.address.port is not None:
             opts += ["-p", str(self.address.port)]

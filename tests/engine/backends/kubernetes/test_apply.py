@@ -14,17 +14,24 @@ control plane's.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import random
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faultlab import KILL_RUNS, KILL_SEED, KubeLab, check_outcome
 from harnesses.kubernetes import IMAGE2, MANUAL_GPU_MODEL, KubeStack, model, start_apply, svc
 from kubecluster import Cluster, wait_for
 
+from hxpc.engine.lock import new_lock_info
 from hxpc.engine.objects import Change
 from hxpc.engine.plan import NameClash, NeedsPermission, load_plan
 from hxpc.engine.render import render_json, render_text
@@ -354,23 +361,66 @@ def test_sigint_mid_apply_reverts_the_wave_and_releases_the_lease(stack: KubeSta
     assert stack.read("deployment", "web")["spec"]["template"] == old_template
 
 
-def test_after_kill_9_mid_apply_the_next_apply_converges(stack: KubeStack) -> None:
+def test_after_kill_9_mid_apply_the_next_apply_takes_the_dead_holders_lease_and_converges(stack: KubeStack) -> None:
     stack.write_raw({"web": svc(8080)})
     stack.apply()
     stack.block_new_pods()
     stack.write_raw({"web": svc(8080, env={"V": "2"})})
-    proc, _ = start_apply(stack, HXPC_LOCK_TTL="4")
+    proc, _ = start_apply(stack)
     proc.kill()
     proc.wait(10)
     assert stack.lease() is not None                                          # the dead apply's
-    with pytest.raises(LockHeld, match="taken over after its TTL"):
-        stack.apply()
     stack.kubectl("delete", "resourcequota", "block")
-    time.sleep(5)                                                             # past the unrenewed Lease's TTL
+    # its holder died on this machine: the Lease is taken over at once, not after its TTL
+    report = stack.apply()
+    assert report.outcome == "success", report.render()
+    assert any("took over the kubernetes lock" in n and "is no longer running" in n for n in report.notes)
+    assert not stack.plan().has_changes and stack.lease() is None
+
+
+def test_a_lease_held_from_elsewhere_is_respected_until_it_lapses(stack: KubeStack) -> None:
+    stack.write_raw({"web": svc(8080)})
+    stack.apply()
+    backend, _, _ = stack.backend()
+    # a holder on another machine (a CI runner): nothing here can prove it dead
+    elsewhere = dataclasses.replace(new_lock_info("elsewhere", ttl_s=3), boot_id="another-boot", pid=1)
+    backend.lock(elsewhere)
+    stack.write_raw({"web": svc(8080, env={"V": "2"})})
+    with pytest.raises(LockHeld, match=rf"lock id {elsewhere.lock_id}; taken over after its TTL") as held:
+        stack.apply()
+    assert held.value.exit_code == 4
+    time.sleep(4)                                                             # it was never renewed
     report = stack.apply()
     assert report.outcome == "success", report.render()
     assert any("took over the kubernetes lock" in n for n in report.notes)
-    assert not stack.plan().has_changes and stack.lease() is None
+    assert stack.lease() is None
+
+
+def test_kill_9_at_random_moments_of_a_kubernetes_apply(kube_cluster: Cluster, tmp_path: Path) -> None:
+    lab = KubeLab(tmp_path, kube_cluster)
+    try:
+        tally = lab.kill_loop(KILL_RUNS, random.Random(KILL_SEED), on_outcome=check_outcome)
+        assert tally.converged == KILL_RUNS and tally.data_lost == 0
+    finally:
+        lab.cleanup()
+
+
+def test_unlock_breaks_the_lease_by_its_id_only(stack: KubeStack) -> None:
+    stack.write_raw({"web": svc(8080)})
+    stack.apply()
+    backend, _, _ = stack.backend()
+    held = backend.lock(new_lock_info("elsewhere", ttl_s=600))
+    env = {**os.environ, "KUBECONFIG": str(stack.cluster.kubeconfig)}
+
+    def unlock(lock_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hxpc", "unlock", str(stack.spec), "--env", "test",
+                               "--lock-id", lock_id], capture_output=True, text=True, env=env, timeout=120)
+
+    wrong = unlock("not-the-id")
+    assert wrong.returncode == 4 and held.info.lock_id in wrong.stderr and stack.lease() is not None
+    right = unlock(held.info.lock_id)
+    assert right.returncode == 0, right.stderr
+    assert stack.lease() is None
 
 
 # -- secrets and status ----------------------------------------------------------------------------------------------

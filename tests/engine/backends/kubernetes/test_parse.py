@@ -65,7 +65,8 @@ def test_a_live_object_and_the_dry_run_of_its_manifest_compare_equal() -> None:
     assert "status" not in normalized and "managedFields" not in normalized["metadata"]
     assert "hxpc.dev/hash" not in normalized["metadata"].get("annotations", {})
     # the server's defaults are in both: the comparison never needs to know them
-    assert normalized["spec"]["revisionHistoryLimit"] == 10 and normalized["spec"]["template"]["spec"]["dnsPolicy"] == "ClusterFirst"
+    spec = normalized["spec"]
+    assert spec["revisionHistoryLimit"] == 10 and spec["template"]["spec"]["dnsPolicy"] == "ClusterFirst"
 
 
 def test_secret_values_are_compared_by_hash_only() -> None:

@@ -10,17 +10,18 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import require_tool
+from fakes import MemoryLock
 
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
 from hxpc.engine.backend import ActionContext, HealthResult, TransientError, Undo, read_live
-from hxpc.engine.lock import LockInfo, LockPrimitive, PrimitiveLock, acquire
+from hxpc.engine.lock import LockInfo, PrimitiveLock, acquire
 from hxpc.engine.objects import DesiredObject, Gate, LiveObject, LiveState, ObjectKey
 from hxpc.engine.plan import Action, Plan, load_plan
 from hxpc.engine.progress import Event, PlainProgress
@@ -34,29 +35,6 @@ WAVES = (("db", "cache"), ("api",), ("web",))
 
 def key(name: str) -> ObjectKey:
     return ObjectKey("fake", "hxp-dev", "container", name)
-
-
-class MemoryLock(LockPrimitive):
-    """The atomic primitive, as a Docker volume or an mkdir would provide it."""
-
-    def __init__(self) -> None:
-        self.payload: dict[str, str] | None = None
-        self.guard = threading.Lock()
-
-    def try_create(self, payload: Mapping[str, str]) -> bool:
-        with self.guard:
-            if self.payload is not None:
-                return False
-            self.payload = dict(payload)
-            return True
-
-    def read(self) -> Mapping[str, str] | None:
-        return self.payload
-
-    def remove(self, payload: Mapping[str, str]) -> None:
-        with self.guard:
-            if self.payload == dict(payload):
-                self.payload = None
 
 
 class FakeBackend:

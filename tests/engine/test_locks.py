@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
+from fakes import MemoryLock
 
 from hxpc.engine.lock import (
     LockHeldBy,
@@ -30,38 +31,6 @@ from hxpc.engine.lock import (
     new_lock_info,
 )
 from hxpc.errors import LockHeld
-
-
-class MemoryLock:
-    """A primitive with renewal, in memory (what a Lease or a lock file does)."""
-
-    def __init__(self) -> None:
-        self.payload: dict[str, str] | None = None
-        self.renewals = 0
-        self.guard = threading.Lock()
-
-    def try_create(self, payload: Mapping[str, str]) -> bool:
-        with self.guard:
-            if self.payload is not None:
-                return False
-            self.payload = dict(payload)
-            return True
-
-    def read(self) -> Mapping[str, str] | None:
-        return self.payload
-
-    def remove(self, payload: Mapping[str, str]) -> None:
-        with self.guard:
-            if self.payload is not None and self.payload.get("lock_id") == payload.get("lock_id"):
-                self.payload = None
-
-    def renew(self, payload: Mapping[str, str]) -> bool:
-        with self.guard:
-            if self.payload is None or self.payload.get("lock_id") != payload.get("lock_id"):
-                return False
-            self.payload = dict(payload)
-            self.renewals += 1
-            return True
 
 
 def _lock_of_a_process(alive: bool) -> tuple[LockInfo, subprocess.Popen[str]]:

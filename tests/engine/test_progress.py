@@ -6,10 +6,11 @@ from __future__ import annotations
 import importlib
 import io
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from typing import Any
 
 import pytest
+from fakes import MemoryLock
 
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
@@ -22,23 +23,6 @@ from hxpc.engine.progress import Event, PlainProgress, format_event
 KEY = ObjectKey("fake", "hxp-dev", "container", "model-1")
 
 
-class _Lock:
-    def __init__(self) -> None:
-        self.payload: dict[str, str] | None = None
-
-    def try_create(self, payload: Mapping[str, str]) -> bool:
-        if self.payload is not None:
-            return False
-        self.payload = dict(payload)
-        return True
-
-    def read(self) -> Mapping[str, str] | None:
-        return self.payload
-
-    def remove(self, payload: Mapping[str, str]) -> None:
-        self.payload = None
-
-
 class SlowModel:
     """One object that stays unhealthy ("loading weights") until `ready` is set."""
 
@@ -47,7 +31,7 @@ class SlowModel:
     def __init__(self) -> None:
         self.live: dict[ObjectKey, LiveObject] = {}
         self.ready = threading.Event()
-        self.store = _Lock()
+        self.store = MemoryLock()
 
     def desired(self) -> dict[ObjectKey, DesiredObject]:
         return {KEY: DesiredObject(KEY, {"image": "vllm:2"}, "model", gate=Gate(5.0, 0.05))}

@@ -16,11 +16,10 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
-from rollcheck import load_harness
+from fakes import MemoryLock
 
 from hxpc.engine import plan_live
 from hxpc.engine.apply import ApplyOptions, apply
@@ -36,7 +35,6 @@ SPEC = "5pec5pec5pec5pec"
 STARTUP_S = 0.15   # how long a replica takes to serve after it starts
 
 
-MemoryLock = load_harness(Path(__file__).with_name("test_apply.py"), "engine_apply_harness").MemoryLock
 
 
 @dataclasses.dataclass

@@ -38,10 +38,8 @@ from hxpc.engine.backends.docker.backend import DockerBackend
 from hxpc.sources import FileSources
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from rollcheck import Poller, fetch, load_harness, wait_until  # the client the rolling tests use
-
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-free_base = load_harness(TESTS / "engine/backends/docker/test_apply.py", "docker_apply_harness").free_base
+from harnesses.docker import free_base  # the tests' own port picker
+from rollcheck import Poller, fetch, wait_until  # the client the rolling tests use
 
 IMAGE = "hxpc-test/busybox:1"
 ENV = "default"

@@ -13,6 +13,9 @@ compares this drawing with HxpcError's subclasses, so it cannot drift.
     ├── BackendError (exit 1)           a live system refused or failed (cause chained)
     │   ├── TransientError (exit 1)     [hxpc.engine.backend] may pass on retry; retried with backoff
     │   ├── NameClash (exit 1)          [hxpc.engine.plan] objects in the way that hxpc does not own
+    │   ├── ApiError (exit 1)           [hxpc.engine.backends.kubernetes.client] the API server's error status
+    │   │   ├── NotFound (exit 1)       [hxpc.engine.backends.kubernetes.client] HTTP 404
+    │   │   └── Conflict (exit 1)       [hxpc.engine.backends.kubernetes.client] HTTP 409
     │   └── ApplyError (exit 1)         apply failed part-way (rolled back or reported)
     │       └── ApplyFailed (exit 1)    [hxpc.engine.report] an action or gate failed; the wave rolled back
     ├── StalePlan (exit 4)              a saved plan no longer matches the live system

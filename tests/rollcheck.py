@@ -3,24 +3,19 @@
 `Poller` asks every replica of a service for its version every 50 ms, as a user's traffic would: each
 round GETs every replica's URL at once (a stopped replica refuses at once; a short timeout bounds the
 rest) and records what each answered, or None; rounds start `interval` apart. `serving` is the number of
-replicas that answered in a round, and `min_serving` the fewest over the run. `load_harness` loads a
-backend's apply-test module by path (its project-per-test `Stack`, spec helpers and fixtures), so the
-rolling tests reuse it without touching it.
+replicas that answered in a round, and `min_serving` the fewest over the run.
 """
 
 from __future__ import annotations
 
 import http.client
-import importlib.util
-import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType, TracebackType
+from types import TracebackType
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -112,13 +107,3 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def load_harness(path: Path, name: str) -> ModuleType:
-    """The test module at `path`, loaded as `name` (registered first: its dataclasses look themselves up)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module

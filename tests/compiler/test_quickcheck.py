@@ -8,6 +8,7 @@ every valid spec we know of, or compiling would be slow for no reason.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from pathlib import Path
@@ -34,7 +35,8 @@ AWKWARD_VALUES = [
     "1Gi", "1.5G", "500m", "x\n", "/abs", "rel", "on-failure", "bfloat16", "hxpc/v1", [], {}, ["x"], [1],
     {"x": 1}, {"port": "http"}, float("inf"), float("nan"), 1e308, b"bytes", ("t",),
 ]
-AWKWARD = st.sampled_from(AWKWARD_VALUES)
+# a copy per draw: the same list or dict put in two places could otherwise be put inside itself (a cycle)
+AWKWARD = st.sampled_from(AWKWARD_VALUES).map(copy.deepcopy)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -86,6 +86,8 @@ IMMUTABLE_HINTS = ("immutable", "may not change once set", "updates to statefuls
                    "field is not mutable")
 REPLACE_REFUSAL = ("an immutable field changes: pass --allow-replace to delete and recreate it "
                    "(a StatefulSet keeps its pods and claims)")
+DATA_REPLACE_REFUSAL = ("an immutable field changes, and recreating it deletes its data: pass --allow-replace "
+                        "and --allow-delete-data to delete and recreate it")
 
 
 # What rollback needs (`Undo.data`), one class per kind of change.
@@ -154,6 +156,7 @@ class KubernetesBackend:
         self._recorded_wave = False
         self._unschedulable_since: dict[str, float] = {}
         self._guard = threading.Lock()
+        self._inventory_guard = threading.Lock()  # one inventory write at a time (see _record_creates)
 
     # -- desired --------------------------------------------------------------------------------------------------
 
@@ -171,9 +174,12 @@ class KubernetesBackend:
                 wanted = desired_objects(self.stack, self.meta, self.cluster.served, self._secret_value)
             except TargetError as exc:
                 raise SpecError(exc.diagnostics) from exc
-            if not self.options.allow_replace:
-                wanted.objects = {k: dataclasses.replace(d, replace_refusal=REPLACE_REFUSAL)
-                                  for k, d in wanted.objects.items()}
+            def refusal(key: ObjectKey) -> str:
+                if key.kind in DATA_KINDS and not (self.options.allow_replace and self.options.allow_delete_data):
+                    return DATA_REPLACE_REFUSAL  # a claim or namespace recreated is its data deleted
+                return "" if self.options.allow_replace else REPLACE_REFUSAL
+
+            wanted.objects = {k: dataclasses.replace(d, replace_refusal=refusal(k)) for k, d in wanted.objects.items()}
             self._wanted = wanted
         return self._wanted.objects
 
@@ -296,14 +302,18 @@ class KubernetesBackend:
                                for k, w in wanted.items() if k.kind in WORKLOAD_KINDS) if d is not None]
         if not demands:
             return [], [], []
+        resource = self.config.gpu_resource
         try:
-            nodes = self.cluster.list("v1", "Node", None)
-            running = self.cluster.list("v1", "Pod", None,
-                                        field_selector="status.phase!=Succeeded,status.phase!=Failed")
+            nodes = [n for n in self.cluster.list("v1", "Node", None)
+                     if feasibility.gpus_of(((n.get("status") or {}).get("allocatable") or {}).get(resource)) > 0]
+            # only the pods on GPU nodes, a list per node (in parallel): never every pod of the cluster
+            per_node = self._parallel({str(n["metadata"]["name"]): partial(
+                self.cluster.list, "v1", "Pod", None,
+                field_selector=f"spec.nodeName={n['metadata']['name']},status.phase!=Succeeded,status.phase!=Failed")
+                for n in nodes})
         except ApiError as exc:
             return [], [], [f"cannot check that the GPU workloads fit: {exc}"]
-        gpu_nodes = {str(n["metadata"]["name"]) for n in nodes}
-        return nodes, [p for p in running if (p.get("spec") or {}).get("nodeName") in gpu_nodes], []
+        return nodes, [p for pods in per_node.values() for p in pods], []
 
     def parse(self, raw: Raw) -> LiveState:
         return parse(raw, self.desired(), self.policy)
@@ -363,19 +373,22 @@ class KubernetesBackend:
 
     def _record_creates(self) -> None:
         """Before the wave's first create: the inventory names what the wave creates (see the module)."""
-        with self._guard:
-            if self._recorded_wave or not self._wave_creates:
-                return
-            self._recorded_wave = True
-            creates = list(self._wave_creates)
-        current = self._inventory_object()
-        entries = inventory.decode(current)
-        for m in creates:
-            entry = inventory.Entry(m.api_version, m.kind, str(m.body["metadata"].get("namespace") or ""),
-                                    str(m.body["metadata"]["name"]))
-            entries.setdefault(entry.id, entry)
-        self.cluster.apply(inventory.manifest(self.inventory_name, self.namespace, self.meta.owner_labels,
-                                              entries.values()))
+        # the wave's parallel creates wait here until the inventory names them all; a failed write is tried
+        # again by the next create (or its retry), so nothing is created before it is recorded
+        with self._inventory_guard:
+            with self._guard:
+                if self._recorded_wave or not self._wave_creates:
+                    return
+                creates = list(self._wave_creates)
+            entries = inventory.decode(self._inventory_object())
+            for m in creates:
+                entry = inventory.Entry(m.api_version, m.kind, str(m.body["metadata"].get("namespace") or ""),
+                                        str(m.body["metadata"]["name"]))
+                entries.setdefault(entry.id, entry)
+            self.cluster.apply(inventory.manifest(self.inventory_name, self.namespace, self.meta.owner_labels,
+                                                  entries.values()))
+            with self._guard:
+                self._recorded_wave = True
 
     def _remember(self, manifest: Manifest, result: Mapping[str, Any]) -> None:
         m = meta(result)
@@ -419,7 +432,12 @@ class KubernetesBackend:
             if now is None or meta(now).get("uid") != uid:
                 return
             time.sleep(POLL_S)
-        raise TransientError(f"{kind} {name} is still being deleted after {WAIT_GONE_S:g}s")
+        finalizers = ", ".join(meta(now or {}).get("finalizers") or [])
+        held = f" (held by its finalizers {finalizers})" if finalizers else ""
+        message = f"{kind} {name} is still being deleted after {WAIT_GONE_S:g}s{held}"
+        if kind in DATA_KINDS:  # a claim in use by pods stays until they go: waiting longer does not help
+            raise BackendError(f"{message}: stop the pods that use it, then apply again")
+        raise TransientError(message)
 
     def _delete(self, key: ObjectKey, old: Obj | None) -> Undo | None:
         if old is None:
@@ -499,10 +517,30 @@ class KubernetesBackend:
                 if new_uid:
                     self.cluster.delete(api_version, kind, name, namespace, uid=new_uid, propagation=propagation)
                     self._wait_gone(api_version, kind, name, namespace, new_uid)
-                self.cluster.apply(body)
+                self._rerecord(self.cluster.apply(body))
                 self._settle(undo.key, dict(body))
             case other:
                 raise TypeError(f"no rollback for {other!r}")
+
+    def _rerecord(self, made: Mapping[str, Any]) -> None:
+        """A rollback made an object again, under a new uid: the inventory follows it, or a later prune could
+        never prove the object hxpc's (prune needs the inventory's uid to match)."""
+        m = meta(made)
+        entry = inventory.Entry(str(made.get("apiVersion")), str(made.get("kind")),
+                                "" if made.get("kind") == "Namespace" else str(m.get("namespace") or ""),
+                                str(m.get("name")))
+        with self._inventory_guard:
+            entries = inventory.decode(self._inventory_object())
+            before = entries.get(entry.id)
+            if before is None:
+                return
+            entries[entry.id] = dataclasses.replace(before, uid=str(m.get("uid") or ""),
+                                                    fields=fields.own_digest(made))
+            self.cluster.apply(inventory.manifest(self.inventory_name, self.namespace, self.meta.owner_labels,
+                                                  entries.values()))
+        with self._guard:
+            self._deleted.discard(entry.id)
+            self._applied.pop(entry.id, None)
 
     def _settle(self, key: ObjectKey, body: Obj) -> None:
         """After a rollback: a StatefulSet's pods stuck at the failed revision go (the controller never replaces
@@ -555,7 +593,8 @@ class KubernetesBackend:
         status = kstatus.compute(obj)
         if status.current:
             return HealthResult(True, status.describe())
-        found = pods.problems(self._pods_of(obj))
+        its_pods = self._pods_of(obj)
+        found = pods.problems(its_pods)
         now = time.monotonic()
         fatal = []
         for problem in found:
@@ -567,7 +606,7 @@ class KubernetesBackend:
             fatal.append(problem)
         if fatal or status.state == "Failed":
             return HealthResult(False, self._report(status, fatal), final=True)
-        waiting = "; ".join(p.describe() for p in found)
+        waiting = "; ".join(pods.not_ready(its_pods))
         return HealthResult(False, status.describe() + (f"; {waiting}" if waiting else ""))
 
     def _report(self, status: kstatus.Status, fatal: Sequence[pods.PodProblem]) -> str:

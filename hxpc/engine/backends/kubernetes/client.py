@@ -40,6 +40,7 @@ FIELD_MANAGER = "hxpc"
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 REQUEST_TIMEOUT = (10, 60)  # connect, read (seconds): a call never hangs an apply
 POOL_SIZE = 32
+LIST_PAGE = 1000  # objects per list call (kubectl pages by 500); a stack's kind rarely needs a second page
 
 
 class ApiError(BackendError):
@@ -194,9 +195,16 @@ class Cluster:
 
     def list(self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
-        data = self.request(f"listing {kind}", "get", api_version, kind, namespace=namespace,
-                            label_selector=label_selector, field_selector=field_selector)
-        items = data.get("items") or []
+        items: list[dict[str, Any]] = []
+        token: str | None = None
+        while True:  # in pages, so no answer grows without bound on a large cluster
+            data = self.request(f"listing {kind}", "get", api_version, kind, namespace=namespace,
+                                label_selector=label_selector, field_selector=field_selector, limit=LIST_PAGE,
+                                _continue=token)
+            items += data.get("items") or []
+            token = (data.get("metadata") or {}).get("continue") or None
+            if token is None:
+                break
         for item in items:  # a list's items lack these; everything else in hxpc expects them
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", kind)

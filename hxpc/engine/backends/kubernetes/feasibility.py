@@ -28,7 +28,8 @@ class Demand:
     tolerations: tuple[Mapping[str, Any], ...]
 
 
-def _gpus(quantity: Any) -> int:
+def gpus_of(quantity: Any) -> int:
+    """A GPU count as the API gives it (a whole number; anything else counts as none)."""
     try:
         return int(str(quantity))
     except ValueError:
@@ -39,7 +40,7 @@ def demand_of(obj: Mapping[str, Any], resource: str) -> Demand | None:
     """The GPUs a Deployment or StatefulSet manifest asks for, or None when it asks for none."""
     spec = obj.get("spec") or {}
     pod = (spec.get("template") or {}).get("spec") or {}
-    per_pod = sum(_gpus(((c.get("resources") or {}).get("limits") or {}).get(resource, 0))
+    per_pod = sum(gpus_of(((c.get("resources") or {}).get("limits") or {}).get(resource, 0))
                   for c in pod.get("containers") or [])
     if not per_pod:
         return None
@@ -70,7 +71,7 @@ def _fits(node: Mapping[str, Any], demand: Demand) -> bool:
 def free_gpus(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]], resource: str,
               own_instance: str) -> dict[str, int]:
     """Allocatable GPUs per node minus what other (non-terminal) pods request."""
-    free = {str(n["metadata"]["name"]): _gpus(((n.get("status") or {}).get("allocatable") or {}).get(resource, 0))
+    free = {str(n["metadata"]["name"]): gpus_of(((n.get("status") or {}).get("allocatable") or {}).get(resource, 0))
             for n in nodes}
     for pod in pods:
         node = (pod.get("spec") or {}).get("nodeName")
@@ -79,7 +80,7 @@ def free_gpus(nodes: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, An
             continue
         if labels.get("app.kubernetes.io/instance") == own_instance:
             continue  # the stack's own pods: apply replaces them
-        used = sum(_gpus(((c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits")
+        used = sum(gpus_of(((c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits")
                           or {}).get(resource, 0)) for c in (pod.get("spec") or {}).get("containers") or [])
         free[node] -= used
     return free

@@ -93,6 +93,8 @@ def _deployment(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Status:
                       ready, want)
     if spec.get("paused"):
         return Status("InProgress", "paused", ready, want)
+    if total > want:  # scaled down: the extra pods still run (kstatus: "Pending termination")
+        return Status("InProgress", f"{total - want} extra replica(s) pending termination", ready, want)
     if updated < want:
         return Status("InProgress", f"{updated} of {want} replicas updated", ready, want)
     if total > updated:
@@ -111,6 +113,9 @@ def _statefulset(spec: Mapping[str, Any], status: Mapping[str, Any]) -> Status:
     strategy = spec.get("updateStrategy") or {}
     if _int(status.get("replicas")) < want:
         return Status("InProgress", f"{_int(status.get('replicas'))} of {want} replicas created", ready, want)
+    if _int(status.get("replicas")) > want:
+        return Status("InProgress", f"{_int(status.get('replicas')) - want} extra replica(s) pending termination",
+                      ready, want)
     if ready < want:
         return Status("InProgress", f"{ready} of {want} replicas ready", ready, want)
     if strategy.get("type", "RollingUpdate") == "OnDelete":

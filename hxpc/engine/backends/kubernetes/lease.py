@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hxpc.engine.backends.kubernetes.client import Cluster, Conflict, NotFound
+from hxpc.engine.backends.kubernetes.client import ApiError, Cluster, Conflict, NotFound
 from hxpc.errors import BackendError
 
 API_VERSION = "coordination.k8s.io/v1"
@@ -86,6 +86,7 @@ class LeaseLock:
     def __init__(self, cluster: Cluster, namespace: str, name: str, labels: Mapping[str, str]):
         self.cluster, self.namespace, self.name, self.labels = cluster, namespace, name, dict(labels)
         self.held_in: str | None = None
+        self._found_in: dict[str, str] = {}  # lock id -> where `read` found it (a retried create that went through)
 
     def _body(self, namespace: str, payload: Mapping[str, str]) -> dict[str, Any]:
         now = _micro(datetime.now(UTC))
@@ -99,7 +100,13 @@ class LeaseLock:
         return self.cluster.get("v1", "Namespace", self.namespace, None) is not None
 
     def _read(self, namespace: str) -> dict[str, Any] | None:
-        return self.cluster.get(API_VERSION, KIND, self.name, namespace)
+        try:
+            return self.cluster.get(API_VERSION, KIND, self.name, namespace)
+        except ApiError as exc:
+            if exc.status == 403 and namespace == FALLBACK_NAMESPACE != self.namespace:
+                # a user who may not read Leases in `default` cannot have taken a first apply's lock there
+                return None
+            raise
 
     def _create(self, namespace: str, payload: Mapping[str, str]) -> bool:
         try:
@@ -150,6 +157,8 @@ class LeaseLock:
         for namespace in (FALLBACK_NAMESPACE, self.namespace):
             lease = self._read(namespace)
             if lease is not None:
+                if self.held_in is None and payload_of(lease).get("lock_id"):
+                    self._found_in[payload_of(lease)["lock_id"]] = namespace
                 return payload_of(lease)
         return None
 
@@ -159,7 +168,7 @@ class LeaseLock:
 
     def renew(self, payload: Mapping[str, str]) -> bool:
         """Move renewTime to now if the lock is still ours; False when it is not (taken over or removed)."""
-        namespace = self.held_in or self.namespace
+        namespace = self.held_in or self._found_in.get(payload.get("lock_id", ""), self.namespace)
         lease = self._read(namespace)
         if lease is None or not _same(payload_of(lease), payload):
             return False

@@ -8,8 +8,9 @@ a missing Secret or ConfigMap key), or the scheduler finds no node for it
 (Unschedulable, e.g. "Insufficient nvidia.com/gpu"). `problems` names each
 such pod and its reason; those marked `needs_grace` (unschedulable, a missing
 config) fail only once they last beyond a short grace, since a node may be
-added or the object created a moment later. `recent_events` is the pod's last
-events, for the report.
+added or the object created a moment later. `not_ready` says, for every pod
+not ready, why as far as the pod tells (for `hxpc status` and a gate's
+progress). `recent_events` is the pod's last events, for the report.
 """
 
 from __future__ import annotations
@@ -66,6 +67,34 @@ def problems(pods: Sequence[Mapping[str, Any]]) -> list[PodProblem]:
         if found is not None:
             out.append(found)
     return out
+
+
+def not_ready(pods: Sequence[Mapping[str, Any]], most: int = 3) -> list[str]:
+    """Why each pod that is not ready is not (at most `most`, sorted by name): a container's waiting reason,
+    else the condition that is false (not scheduled, or not Ready with the kubelet's reason), else its phase."""
+    out = []
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name"))):
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp") or _ready(pod):
+            continue
+        status = pod.get("status") or {}
+        why = ""
+        for c in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            waiting = (c.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason"):
+                why = f"container {c.get('name')} {waiting['reason']}" + (
+                    f": {waiting['message']}" if waiting.get("message") else "")
+                break
+        if not why:
+            conditions = {str(c.get("type")): c for c in status.get("conditions") or []}
+            for kind in ("PodScheduled", "Ready"):
+                c = conditions.get(kind) or {}
+                if c.get("status") == "False":
+                    why = f"{kind} is False" + (f" ({c['reason']})" if c.get("reason") else "") + (
+                        f": {c['message']}" if c.get("message") else "")
+                    break
+        out.append(f"pod {meta.get('name')}: {why or status.get('phase') or 'Pending'}")
+    return out[:most] + ([f"and {len(out) - most} more pod(s) not ready"] if len(out) > most else [])
 
 
 def _when(event: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Rolling updates against a real Docker Engine, while a client polls every replica every 50 ms (issue 16).
 
-The harness (a project per test, free ports, cleanup) is docker/test_apply.py's, loaded by path. Each
+The harness (a project per test, free ports, cleanup) is tests/harnesses/docker.py's. Each
 replica is a busybox httpd that writes its `VERSION` to `/version`, "loads" for `START` seconds before it
 listens, then serves `/health`. A replica with a published port holds it exclusively, so it is replaced
 stop-first; one without published ports starts beside its old self (start-first). The "model-like"
@@ -19,12 +19,12 @@ from typing import Any
 
 import docker
 import pytest
-from rollcheck import Poller, fetch, load_harness, wait_until
+from harnesses.docker import IMAGE, DockerStack
+from rollcheck import Poller, fetch, wait_until
 
 from hxpc.engine.render import render_markdown, render_text
 from hxpc.engine.report import ApplyFailed
 
-H = load_harness(Path(__file__).with_name("test_apply.py"), "docker_apply_harness")
 pytestmark = pytest.mark.docker
 
 # `n` is taken by the first replica of a new version to start, `n + 1` by the next: FAIL_SECOND makes the
@@ -36,21 +36,9 @@ SCRIPT = ('mkdir -p /tmp/www && echo ok > /tmp/www/health && echo "$VERSION" > /
 INSIDE = 8080   # where a replica without published ports listens
 
 
-@pytest.fixture(scope="module")
-def client() -> Iterator[docker.DockerClient]:
-    try:
-        c = docker.from_env()
-        c.ping()
-        c.api.inspect_image(H.IMAGE)
-    except Exception as exc:  # noqa: BLE001 - no Engine or no test image: the harness says how to get them
-        H._unavailable(f"no Docker Engine with {H.IMAGE} here: {exc}")
-    yield c
-    c.close()
-
-
 @pytest.fixture
-def stack(client: docker.DockerClient, tmp_path: Path) -> Iterator[Any]:
-    s = H.Stack(client, tmp_path)
+def stack(docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[DockerStack]:
+    s = DockerStack(docker_client, tmp_path)
     try:
         yield s
     finally:
@@ -62,7 +50,7 @@ def versioned(version: str, *, port: int | None, replicas: int = 3, start_s: flo
     """A service whose replicas answer `GET /version` with `version`; published on `port` (+i) if given."""
     listen = port if port is not None else INSIDE
     out: dict[str, Any] = {
-        "image": H.IMAGE, "command": ["/bin/sh"], "args": ["-c", SCRIPT], "replicas": replicas, "restart": "never",
+        "image": IMAGE, "command": ["/bin/sh"], "args": ["-c", SCRIPT], "replicas": replicas, "restart": "never",
         "env": {"VERSION": version, "START": str(start_s), "FAIL_SECOND": "1" if fail_second else "0",
                 "PORT": str(listen)},
         "volumes": {"data": {"path": "/data"}}, "update": {"max_unavailable": max_unavailable}}
@@ -80,7 +68,7 @@ def published(s: Any, replicas: int = 3) -> list[str]:
 
 
 def spec_with_ports(s: Any, version: str, **kw: Any) -> None:
-    s.write({"web": versioned(version, port=s.port, **kw)})
+    s.write_raw({"web": versioned(version, port=s.port, **kw)})
 
 
 def events(s: Any, since: float) -> list[tuple[float, str, str]]:
@@ -164,7 +152,7 @@ def test_a_failure_on_the_second_replica_leaves_all_three_on_the_old_version(sta
 
 
 def test_replicas_without_published_ports_start_beside_the_old_ones(stack: Any) -> None:
-    stack.write({"web": versioned("v1", port=None)})
+    stack.write_raw({"web": versioned("v1", port=None)})
     stack.apply()
 
     def urls() -> list[str]:
@@ -174,7 +162,7 @@ def test_replicas_without_published_ports_start_beside_the_old_ones(stack: Any) 
 
     wait_until(lambda: sorted(fetch(u) or "" for u in urls()) == ["v1"] * 3, 30, "three replicas serving v1")
     old = ids(stack)
-    stack.write({"web": versioned("v2", port=None)})
+    stack.write_raw({"web": versioned("v2", port=None)})
     plan = stack.plan()
     assert "at least 3 of 3 keep serving (start-first: it holds nothing exclusive" in render_text(plan)
     began = time.time()

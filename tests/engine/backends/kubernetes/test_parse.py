@@ -135,6 +135,12 @@ def test_kstatus_of_recorded_objects() -> None:
     sts = applied("StatefulSet", "db")
     sts["status"]["updateRevision"] = "db-new"
     assert "update revision db-new" in kstatus.compute(sts).message
+    # scaled down: the controller saw it, but the extra pods still run
+    for kind, name in (("Deployment", "api"), ("StatefulSet", "db")):
+        shrinking = applied(kind, name)
+        shrinking["spec"]["replicas"] = shrinking["status"]["replicas"] - 1
+        assert kstatus.compute(shrinking).describe().startswith("InProgress"), kind
+        assert "1 extra replica(s) pending termination" in kstatus.compute(shrinking).message
 
 
 def test_a_pod_that_cannot_start_is_named_with_its_reason_and_events() -> None:
@@ -149,6 +155,23 @@ def test_a_pod_that_cannot_start_is_named_with_its_reason_and_events() -> None:
     assert [(p.reason, p.needs_grace) for p in pods.problems([crashing])] == [("CrashLoopBackOff", False)]
     ready = [p for p in RECORDED["pods"] if p["metadata"]["name"].startswith("api-")]
     assert ready and pods.problems(ready) == []
+
+
+def test_a_pod_not_ready_says_why() -> None:
+    assert pods.not_ready([RECORDED["pod_unschedulable"]])[0].startswith(
+        f"pod {RECORDED['pod_unschedulable']['metadata']['name']}: PodScheduled is False (Unschedulable): ")
+    probing = copy.deepcopy(RECORDED["pod_unschedulable"])
+    probing["status"] = {"phase": "Running", "conditions": [
+        {"type": "PodScheduled", "status": "True"},
+        {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "message": "containers with unready "
+         "status: [api]"}]}
+    creating = copy.deepcopy(probing)
+    creating["metadata"]["name"] = "zz-creating"
+    creating["status"]["containerStatuses"] = [{"name": "api", "state": {"waiting": {"reason": "ContainerCreating"}}}]
+    said = pods.not_ready([creating, probing])
+    assert said == [f"pod {probing['metadata']['name']}: Ready is False (ContainersNotReady): containers with "
+                    "unready status: [api]", "pod zz-creating: container api ContainerCreating"]
+    assert pods.not_ready([creating] * 5)[-1] == "and 2 more pod(s) not ready"
 
 
 def test_gpu_feasibility_counts_what_others_already_hold() -> None:

@@ -1,7 +1,7 @@
 """Rolling updates against real systemd hosts, while a client polls every instance every 50 ms (issue 16).
 
 The harness (two containers running systemd as PID 1, reached with `docker://`; a project per test) is
-systemd/test_apply.py's, loaded by path. Each instance is a native busybox httpd that writes its
+tests/harnesses/systemd.py's. Each instance is a native busybox httpd that writes its
 `VERSION` to `/version`, "loads" for `START` seconds, then serves `/health`; the client reaches it at its
 host container's address and its own port (`port + i`). An instance is one unit on its own port, so it is
 always replaced stop-first. The "model-like" shape also holds a GPU per replica from the host's budget
@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rollcheck import Poller, fetch, load_harness, wait_until
+from harnesses.systemd import Hosts, SystemdStack, docker, sh, unit_props
+from rollcheck import Poller, fetch, wait_until
 
 from hxpc.engine.render import render_markdown, render_text
 from hxpc.engine.report import ApplyFailed
 
-H = load_harness(Path(__file__).with_name("test_apply.py"), "systemd_apply_harness")
 pytestmark = pytest.mark.systemd
-hosts = H.hosts   # the harness's fixture: two systemd hosts for this module
+
+
+@pytest.fixture(scope="module")
+def hosts(systemd_hosts: Hosts) -> Hosts:
+    return systemd_hosts
 
 
 @pytest.fixture(scope="module")
@@ -35,16 +39,16 @@ def reach(hosts: Any) -> Iterator[dict[str, str]]:
     """Each host's address on a network of this module's own, where the client polls the instances (the
     default bridge is shared with every other test on the machine)."""
     network = f"hxpc-sdt-roll-{uuid.uuid4().hex[:8]}"
-    H.docker("network", "create", network)
+    docker("network", "create", network)
     try:
         for container in (hosts.h1, hosts.h2):
-            H.docker("network", "connect", network, container)
-        yield {c: H.docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+            docker("network", "connect", network, container)
+        yield {c: docker("inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
                            c).strip() for c in (hosts.h1, hosts.h2)}
     finally:
         for container in (hosts.h1, hosts.h2):
-            H.docker("network", "disconnect", "-f", network, container, check=False)
-        H.docker("network", "rm", network, check=False)
+            docker("network", "disconnect", "-f", network, container, check=False)
+        docker("network", "rm", network, check=False)
 
 SCRIPT = ('mkdir -p /tmp/www && echo ok > /tmp/www/health && echo "$VERSION" > /tmp/www/version && '
           'if [ "$FAIL_REPLICA" = "$HXPC_REPLICA" ]; then echo "replica $HXPC_REPLICA refuses to start" >&2; '
@@ -65,7 +69,7 @@ def versioned(port: int, version: str, *, start_s: float, gpus: int, fail_replic
 def write(s: Any, services: dict[str, Any], secrets: dict[str, Any] | None = None) -> None:
     """The harness's spec, with a GPU budget on both hosts (no GPU is touched: native units only get the
     device indices)."""
-    s.write(services, secrets)
+    s.write_raw(services, secrets)
     spec = json.loads(s.spec_path.read_text())
     for host in spec["hosts"].values():
         host["gpus"] = {"count": 4, "model": "TEST-GPU", "memory": "80Gi"}
@@ -82,8 +86,8 @@ def times(hosts: Any, project: str, replicas: int = 3) -> list[tuple[int, int]]:
     """(went down, came up) per instance, in µs of the shared monotonic clock."""
     out = []
     for i in range(replicas):
-        props = H.unit_props(hosts.h1 if i % 2 == 0 else hosts.h2, f"{project}-web@{i}.service")
-        shown = H.docker("exec", hosts.h1 if i % 2 == 0 else hosts.h2, "systemctl", "show", "-p",
+        props = unit_props(hosts.h1 if i % 2 == 0 else hosts.h2, f"{project}-web@{i}.service")
+        shown = docker("exec", hosts.h1 if i % 2 == 0 else hosts.h2, "systemctl", "show", "-p",
                          "InactiveEnterTimestampMonotonic,ActiveEnterTimestampMonotonic",
                          f"{project}-web@{i}.service")
         values = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
@@ -96,7 +100,7 @@ def serving_v1(tmp_path: Path, hosts: Any, reach: dict[str, str], project: str, 
                shape: str) -> tuple[Any, list[str]]:
     """Three instances of `shape` serving v1 on both hosts: the project's stack and the instances' URLs."""
     start, gpus = SHAPES[shape]
-    s = H.Stack(tmp_path, hosts, project)
+    s = SystemdStack(tmp_path, hosts, project)
     write(s, {"web": versioned(port, "v1", start_s=start, gpus=gpus)})
     s.apply()
     targets = urls(hosts, reach, port)
@@ -105,7 +109,7 @@ def serving_v1(tmp_path: Path, hosts: Any, reach: dict[str, str], project: str, 
 
 
 def environ(container: str, unit: str) -> str:
-    return H.sh(container, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ")
+    return sh(container, f"tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value {unit})/environ")
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -115,7 +119,7 @@ def test_three_instances_roll_one_at_a_time_keeping_two_serving(tmp_path: Path, 
     project, port = f"sdt-roll-{shape}", 8600 + 20 * sorted(SHAPES).index(shape)
     s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     write(s, {"web": versioned(port, "v2", start_s=start, gpus=gpus)})
-    plan, _ = s.plan()
+    plan = s.plan()
     text = render_text(plan)
     held = ("runs each replica as one systemd unit, listens on its own host ports and holds 1 GPU(s)" if gpus
             else "runs each replica as one systemd unit and listens on its own host ports")
@@ -136,7 +140,7 @@ def test_three_instances_roll_one_at_a_time_keeping_two_serving(tmp_path: Path, 
         assert "CUDA_VISIBLE_DEVICES=0" in environ(hosts.h1, f"{project}-web@0.service")
         assert "CUDA_VISIBLE_DEVICES=1" in environ(hosts.h1, f"{project}-web@2.service")
         assert "CUDA_VISIBLE_DEVICES=0" in environ(hosts.h2, f"{project}-web@1.service")
-    assert not s.plan()[0].has_changes
+    assert not s.plan().has_changes
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -147,8 +151,8 @@ def test_a_failure_on_the_second_instance_leaves_all_three_on_the_old_version(tm
     project, port = f"sdt-rollfail-{shape}", 8700 + 20 * sorted(SHAPES).index(shape)
     s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     template = f"/etc/systemd/system/{project}-web@.service"
-    good = {h: H.sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)}
-    untouched = H.unit_props(hosts.h1, f"{project}-web@2.service")
+    good = {h: sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)}
+    untouched = unit_props(hosts.h1, f"{project}-web@2.service")
     write(s, {"web": versioned(port, "v2", start_s=start, gpus=gpus, fail_replica=1)})
     with Poller(targets) as poller, pytest.raises(ApplyFailed) as caught:
         s.apply()
@@ -160,12 +164,12 @@ def test_a_failure_on_the_second_instance_leaves_all_three_on_the_old_version(tm
     assert f"rolled back: {project}-web@0.service, {project}-web@1.service; never touched, still the previous " \
            f"version: {project}-web@2.service" in message
     # the instance never reached kept its very process, and the previous files are back on both hosts
-    after = H.unit_props(hosts.h1, f"{project}-web@2.service")
+    after = unit_props(hosts.h1, f"{project}-web@2.service")
     assert (after["MainPID"], after["InvocationID"]) == (untouched["MainPID"], untouched["InvocationID"])
-    assert {h: H.sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)} == good
+    assert {h: sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)} == good
     assert "VERSION=v1" in environ(hosts.h1, f"{project}-web@2.service")
     write(s, {"web": versioned(port, "v1", start_s=start, gpus=gpus)})
-    assert not s.plan()[0].has_changes
+    assert not s.plan().has_changes
 
 
 def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts: Any, reach: dict[str, str],
@@ -173,7 +177,7 @@ def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts:
     project, port = "sdt-rollsecret", 8800
     monkeypatch.setenv("SDT_TOKEN_A", "first-value")
     monkeypatch.setenv("SDT_TOKEN_B", "second-value")
-    s = H.Stack(tmp_path, hosts, project)
+    s = SystemdStack(tmp_path, hosts, project)
     svc = versioned(port, "v1", start_s=1.0, gpus=0, secrets={"TOKEN": "token"})
     write(s, {"web": svc}, {"token": {"env": "SDT_TOKEN_A"}})
     s.apply()
@@ -182,7 +186,7 @@ def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts:
     # a new secret value, and a fourth instance (on h2) in the same change: the new instance starts at once,
     # the three serving ones take the new value one at a time
     write(s, {"web": {**svc, "replicas": 4}}, {"token": {"env": "SDT_TOKEN_B"}})
-    plan, _ = s.plan()
+    plan = s.plan()
     touched = {(a.kind, a.key.scope, a.key.kind): a.update for a in plan.touched}
     assert set(touched) == {("update", "h1", "secret"), ("update", "h2", "secret"), ("update", "h2", "unit")}
     assert touched[("update", "h2", "unit")] is None          # it only adds an instance: nothing serving to roll
@@ -197,12 +201,12 @@ def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts:
 
 
 def test_a_single_unit_says_its_downtime_in_the_plan(tmp_path: Path, hosts: Any, reach: dict[str, str]) -> None:
-    s = H.Stack(tmp_path, hosts, "sdt-rollone")
+    s = SystemdStack(tmp_path, hosts, "sdt-rollone")
     one = versioned(8900, "v1", start_s=1.0, gpus=1, replicas=1)
     write(s, {"web": {**one, "hosts": ["h1"]}})
     s.apply()
     write(s, {"web": {**versioned(8900, "v2", start_s=1.0, gpus=1, replicas=1), "hosts": ["h1"]}})
-    plan, _ = s.plan()
+    plan = s.plan()
     update = next(a.update for a in plan.touched)
     assert update is not None and update.downtime_s == 60
     assert ("update: DOWNTIME up to 60s (its startup budget): sdt-rollone-web.service is the only serving replica "

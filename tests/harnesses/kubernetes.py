@@ -141,9 +141,6 @@ class KubeStack:
         out = self.kubectl("get", "pods", "-l", f"app.kubernetes.io/name={name}", "-o", "json")
         return list(json.loads(out)["items"])
 
-    def pod_uids(self, name: str) -> set[str]:
-        return {p["metadata"]["uid"] for p in self.pods_of(name)}
-
     def lease(self) -> dict[str, Any] | None:
         for namespace in (self.namespace, "default"):
             out = self.cluster.kubectl("-n", namespace, "get", "lease", f"hxpc-lock-{self.project}-{ENV}", "-o",

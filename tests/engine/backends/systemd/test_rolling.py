@@ -31,6 +31,8 @@ pytestmark = pytest.mark.systemd
 
 @pytest.fixture(scope="module")
 def hosts(systemd_hosts: Hosts) -> Hosts:
+    """The session's two hosts, which the other systemd tests share: this module's ports (7600-7999) are its
+    own, so a unit another test left running cannot hold one."""
     return systemd_hosts
 
 
@@ -116,7 +118,7 @@ def environ(container: str, unit: str) -> str:
 def test_three_instances_roll_one_at_a_time_keeping_two_serving(tmp_path: Path, hosts: Any, reach: dict[str, str],
                                                                 shape: str) -> None:
     start, gpus = SHAPES[shape]
-    project, port = f"sdt-roll-{shape}", 8600 + 20 * sorted(SHAPES).index(shape)
+    project, port = f"sdt-roll-{shape}", 7600 + 20 * sorted(SHAPES).index(shape)
     s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     write(s, {"web": versioned(port, "v2", start_s=start, gpus=gpus)})
     plan = s.plan()
@@ -148,7 +150,7 @@ def test_a_failure_on_the_second_instance_leaves_all_three_on_the_old_version(tm
                                                                              reach: dict[str, str],
                                                                              shape: str) -> None:
     start, gpus = SHAPES[shape]
-    project, port = f"sdt-rollfail-{shape}", 8700 + 20 * sorted(SHAPES).index(shape)
+    project, port = f"sdt-rollfail-{shape}", 7700 + 20 * sorted(SHAPES).index(shape)
     s, targets = serving_v1(tmp_path, hosts, reach, project, port, shape)
     template = f"/etc/systemd/system/{project}-web@.service"
     good = {h: sh(h, f"cat {template}") for h in (hosts.h1, hosts.h2)}
@@ -174,7 +176,7 @@ def test_a_failure_on_the_second_instance_leaves_all_three_on_the_old_version(tm
 
 def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts: Any, reach: dict[str, str],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    project, port = "sdt-rollsecret", 8800
+    project, port = "sdt-rollsecret", 7800
     monkeypatch.setenv("SDT_TOKEN_A", "first-value")
     monkeypatch.setenv("SDT_TOKEN_B", "second-value")
     s = SystemdStack(tmp_path, hosts, project)
@@ -202,10 +204,10 @@ def test_a_new_secret_reaches_the_instances_one_at_a_time(tmp_path: Path, hosts:
 
 def test_a_single_unit_says_its_downtime_in_the_plan(tmp_path: Path, hosts: Any, reach: dict[str, str]) -> None:
     s = SystemdStack(tmp_path, hosts, "sdt-rollone")
-    one = versioned(8900, "v1", start_s=1.0, gpus=1, replicas=1)
+    one = versioned(7900, "v1", start_s=1.0, gpus=1, replicas=1)
     write(s, {"web": {**one, "hosts": ["h1"]}})
     s.apply()
-    write(s, {"web": {**versioned(8900, "v2", start_s=1.0, gpus=1, replicas=1), "hosts": ["h1"]}})
+    write(s, {"web": {**versioned(7900, "v2", start_s=1.0, gpus=1, replicas=1), "hosts": ["h1"]}})
     plan = s.plan()
     update = next(a.update for a in plan.touched)
     assert update is not None and update.downtime_s == 60
@@ -213,7 +215,7 @@ def test_a_single_unit_says_its_downtime_in_the_plan(tmp_path: Path, hosts: Any,
             "and goes down before its replacement starts (stop-first: it runs each replica as one systemd unit, "
             "listens on its own host ports and holds 1 GPU(s))") in render_text(plan)
     assert "**up to 60s**" in render_markdown(plan)
-    target = f"http://{reach[hosts.h1]}:8900/version"
+    target = f"http://{reach[hosts.h1]}:7900/version"
     with Poller([target]) as poller:
         s.apply(plan)
     assert 0.8 <= poller.longest_gap() < 60

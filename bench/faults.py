@@ -35,11 +35,11 @@ from faultlab import (  # noqa: E402 - tests/ holds the lab the tests share
     Tally,
     cut_ssh,
     docker,
-    enable_ssh,
     interrupted_apply,
     start_systemd_host,
     unreachable_spec,
 )
+from harnesses.systemd import enable_ssh  # noqa: E402 - as above
 
 
 def faulted(lab: DockerLab | SystemdLab, fault, runs: int, tally: Tally, rng: random.Random) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harnesses.docker import free_base
+
 BUSYBOX = "hxpc-test/busybox:1"
 SYSTEMD_IMAGE = "hxpc-test/systemd:bookworm"
 ENV = "test"
@@ -46,24 +48,6 @@ def docker(*args: str, check: bool = True, input: bytes | None = None, timeout: 
     if check and done.returncode != 0:
         raise AssertionError(f"docker {' '.join(args)}: {done.stderr.decode()}")
     return done.stdout.decode()
-
-
-def free_port(span: int = 10) -> int:
-    for _ in range(200):
-        base = random.randrange(20000, 40000 - span)
-        socks = []
-        try:
-            for p in range(base, base + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("0.0.0.0", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 @dataclass
@@ -273,7 +257,7 @@ class DockerLab(Lab):
                  wrap: Callable[[list[str]], list[str]] = lambda argv: argv):
         super().__init__(tmp, env, wrap)
         self.project = f"hxk{uuid.uuid4().hex[:8]}"
-        self.port = free_port()
+        self.port = free_base(host="0.0.0.0")
         self.foreign = ""
 
     def docker(self, *args: str, check: bool = True) -> str:
@@ -498,24 +482,6 @@ class SilentHost:
 
     def close(self) -> None:
         self.sock.close()
-
-
-def enable_ssh(host: str, tmp: Path) -> tuple[str, Path]:
-    """Start sshd in the systemd host container with a fresh key; its address and an ssh config for it."""
-    key = tmp / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    docker("exec", "-i", host, "sh", "-c", "mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && "
-           "chmod 600 /root/.ssh/authorized_keys && systemctl start ssh", input=key.with_suffix(".pub").read_bytes())
-    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host).strip()
-    config = tmp / "ssh_config"
-    config.write_text(f"Host {ip}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-    for _ in range(80):  # sshd starts asynchronously
-        if subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", ip, "true"],
-                          capture_output=True).returncode == 0:
-            break
-        time.sleep(0.25)
-    return ip, config
 
 
 def unreachable_spec(lab: SystemdLab, port: int) -> None:

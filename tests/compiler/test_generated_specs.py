@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 from strategies import specs
+from unitroot import UNIT_LIBRARY, unit_root
 
 from hxpc.compiler import yamlout
 from hxpc.compiler.compile import compile_env
@@ -33,7 +34,6 @@ LONG = settings.default.max_examples >= 1000  # the `long` profile
 VALID_EXAMPLES = settings.default.max_examples // 10 if LONG else 6
 MUTATIONS = settings.default.max_examples if LONG else 40
 COMPOSE = jsonschema.Draft7Validator(json.loads((shared_dir() / "schemas" / "compose-spec.json").read_text()))
-STUBS = ("/usr/bin/docker", "/usr/bin/podman", "/usr/bin/env")
 _HEADER = re.compile(r"^(?P<file>[^:\s]+):(?P<line>\d+):(?P<col>\d+): error\[HX\d{3}\]: ")
 
 
@@ -46,22 +46,8 @@ def _write(spec: dict[str, Any], directory: Path) -> Path:
 
 
 def _systemd_verify(root: Path, library: Path, files: dict[str, str], programs: set[str]) -> None:
-    import shutil
-
     tool = require_tool("systemd-analyze")
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(library, root / "usr/lib/systemd/system", symlinks=True)
-    for program in (*STUBS, *programs):
-        stub = root / program.lstrip("/")
-        stub.parent.mkdir(parents=True, exist_ok=True)
-        stub.write_text("#!/bin/sh\nexit 0\n")
-        stub.chmod(0o755)
-    etc = root / "etc/systemd/system"
-    etc.mkdir(parents=True)
-    (etc / "docker.service").write_text("[Unit]\nDescription=stub\n[Service]\nExecStart=/usr/bin/docker\n")
-    for rel, text in files.items():
-        (etc / rel).parent.mkdir(parents=True, exist_ok=True)
-        (etc / rel).write_text(text)
+    unit_root(root, library, files, tuple(programs))
     units = sorted([f for f in files if f.endswith(".service") and "@." not in f and "/" not in f]
                    + [f.split("/")[0].removesuffix(".d") for f in files if f.endswith(".service.d/replica.conf")])
     if not units:
@@ -78,7 +64,7 @@ def unit_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     require_tool("systemd-analyze")
     dest = tmp_path_factory.mktemp("units") / "system"
-    shutil.copytree(Path("/usr/lib/systemd/system"), dest, symlinks=True)
+    shutil.copytree(UNIT_LIBRARY, dest, symlinks=True)
     return dest
 
 

@@ -25,10 +25,10 @@ from faultlab import (
     SilentHost,
     SystemdLab,
     cut_ssh,
-    enable_ssh,
     interrupted_apply,
     unreachable_spec,
 )
+from harnesses.systemd import enable_ssh
 
 RUNS = int(os.environ.get("HXPC_FAULT_RUNS", "1"))
 

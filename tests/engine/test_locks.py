@@ -252,10 +252,10 @@ def test_hxpc_unlock_breaks_a_lock_from_another_machine_only_by_its_id(tmp_path:
 
 def test_an_apply_with_nothing_to_change_removes_the_lock_a_killed_apply_left(tmp_path: Path,
                                                                               docker_client: object) -> None:
-    from faultlab import free_port
+    from harnesses.docker import free_base
 
     project = f"hxl{uuid.uuid4().hex[:8]}"
-    spec = _docker_spec(tmp_path, project, free_port())
+    spec = _docker_spec(tmp_path, project, free_base(host="0.0.0.0"))
     api = docker_client.api  # type: ignore[attr-defined]
     try:
         first = _hxpc("apply", str(spec), "--env", "default", "--yes")

@@ -60,8 +60,8 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-def free_base(span: int = 10) -> int:
-    """A base port with `span` free ports above it on 127.0.0.1."""
+def free_base(span: int = 10, host: str = "127.0.0.1") -> int:
+    """A base port with `span` free ports above it on `host` (0.0.0.0: every address)."""
     for _ in range(200):
         base = random.randrange(20000, 40000 - span)
         socks = []
@@ -69,7 +69,7 @@ def free_base(span: int = 10) -> int:
             for p in range(base, base + span):
                 s = socket.socket()
                 socks.append(s)
-                s.bind(("127.0.0.1", p))
+                s.bind((host, p))
             return base
         except OSError:
             continue

@@ -57,6 +57,24 @@ def sh(container: str, script: str) -> str:
     return docker("exec", container, "sh", "-c", script)
 
 
+def enable_ssh(host: str, tmp: Path) -> tuple[str, Path]:
+    """Start sshd in the systemd host container with a fresh key; its address and an ssh config for it."""
+    key = tmp / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    docker("exec", "-i", host, "sh", "-c", "mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && "
+           "chmod 600 /root/.ssh/authorized_keys && systemctl start ssh", input=key.with_suffix(".pub").read_bytes())
+    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", host).strip()
+    config = tmp / "ssh_config"
+    config.write_text(f"Host {ip}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
+                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+    for _ in range(80):  # sshd starts asynchronously
+        if subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", ip, "true"],
+                          capture_output=True).returncode == 0:
+            break
+        time.sleep(0.25)
+    return ip, config
+
+
 @dataclass
 class Hosts:
     h1: str

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, example_specs, require_tool
 from ruamel.yaml import YAML
+from unitroot import UNIT_LIBRARY, unit_root
 
 from hxpc.compiler.bundle import Meta, TargetError, object_hash
 from hxpc.compiler.compile import compile_env
@@ -22,7 +23,6 @@ from hxpc.sources import FileSources
 SECRET_VALUE = "s3cr3t-value-that-must-never-be-written"
 RUNTIMES = ("docker", "podman", "native")
 # the programs the units run, as stubs inside the verify root (the test machine need not have them)
-STUB_PROGRAMS = ("/usr/bin/docker", "/usr/bin/podman", "/usr/bin/env")
 MAX_EXPOSURE = 4.0
 
 
@@ -86,7 +86,7 @@ def _units_to_check(files: dict[str, str]) -> list[str]:
 @pytest.fixture(scope="session")
 def unit_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The machine's own systemd units (targets like sysinit.target that every service depends on by default)."""
-    source = Path("/usr/lib/systemd/system")
+    source = UNIT_LIBRARY
     if not source.is_dir():
         require_tool("systemd-analyze")  # the same package ships both; fail in CI, skip elsewhere
         pytest.skip("/usr/lib/systemd/system not found")
@@ -96,21 +96,7 @@ def unit_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _root(tmp_path: Path, library: Path, files: dict[str, str], programs: tuple[str, ...] = ()) -> Path:
-    """A root tree for `--root=`: the unit library, stub programs, a stub docker.service, and the host's files."""
-    root = tmp_path / "root"
-    shutil.copytree(library, root / "usr/lib/systemd/system", symlinks=True)
-    for program in (*STUB_PROGRAMS, *programs):
-        stub = root / program.lstrip("/")
-        stub.parent.mkdir(parents=True, exist_ok=True)
-        stub.write_text("#!/bin/sh\nexit 0\n")
-        stub.chmod(0o755)
-    etc = root / "etc/systemd/system"
-    etc.mkdir(parents=True)
-    (etc / "docker.service").write_text("[Unit]\nDescription=stub\n[Service]\nExecStart=/usr/bin/docker\n")
-    for rel, text in files.items():
-        (etc / rel).parent.mkdir(parents=True, exist_ok=True)
-        (etc / rel).write_text(text)
-    return root
+    return unit_root(tmp_path / "root", library, files, programs)
 
 
 def _verify(root: Path, units: list[str]) -> str:

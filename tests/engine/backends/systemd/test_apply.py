@@ -10,13 +10,11 @@ host.
 
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from conftest import require_tool
-from harnesses.systemd import Hosts, SystemdStack, docker, http_ok, service, sh, unit_props
+from harnesses.systemd import Hosts, SystemdStack, docker, enable_ssh, http_ok, service, sh, unit_props
 
 from hxpc.engine.backends.systemd.desired import Check, probe_script
 from hxpc.engine.backends.systemd.transport import SshTransport
@@ -69,19 +67,7 @@ def test_a_unit_without_hxpc_keys_is_never_touched(tmp_path: Path, hosts: Hosts)
 def test_ssh_transport_against_the_containers_sshd(tmp_path: Path, hosts: Hosts) -> None:
     require_tool("ssh")
     require_tool("ssh-keygen")
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    docker("exec", "-i", hosts.h1, "sh", "-c", "mkdir -p -m 700 /root/.ssh && cat > /root/.ssh/authorized_keys && "
-           "chmod 600 /root/.ssh/authorized_keys && systemctl start ssh", input=key.with_suffix(".pub").read_bytes())
-    ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", hosts.h1).strip()
-    config = tmp_path / "ssh_config"
-    config.write_text(f"Host {ip}\n  User root\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
-                      "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-    for _ in range(40):  # sshd starts asynchronously
-        if subprocess.run(["ssh", "-F", str(config), "-o", "BatchMode=yes", ip, "true"],
-                          capture_output=True).returncode == 0:
-            break
-        time.sleep(0.25)
+    ip, config = enable_ssh(hosts.h1, tmp_path)
     s = SystemdStack(tmp_path, hosts, "sdt-ssh", addresses={"h1": ip}, ssh_config=str(config))
     s.write_raw({"web": service(8701, ["h1"])})
     report = s.apply()
